@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+var errHelp = errors.New("help requested")
+
+// commonFlags are the connection, topic and logging flags every subcommand
+// takes, each with an ARBITER_* environment variable as its default.
+type commonFlags struct {
+	brokers        string
+	redisURL       string
+	commandsTopic  string
+	eventsTopic    string
+	conflictsTopic string
+	keyPrefix      string
+	logFormat      string
+	logLevel       string
+}
+
+func envString(name, fallback string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return fallback
+}
+
+func envInt(name string, fallback int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return fallback
+}
+
+func envDuration(name string, fallback time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return fallback
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.brokers, "brokers", envString("ARBITER_BROKERS", ""), "Kafka seed brokers, comma-separated (ARBITER_BROKERS)")
+	fs.StringVar(&c.redisURL, "redis", envString("ARBITER_REDIS_URL", ""), "Redis URL, redis://[user:password@]host:port/db (ARBITER_REDIS_URL)")
+	fs.StringVar(&c.commandsTopic, "commands-topic", envString("ARBITER_COMMANDS_TOPIC", "commands"), "commands topic (ARBITER_COMMANDS_TOPIC)")
+	fs.StringVar(&c.eventsTopic, "events-topic", envString("ARBITER_EVENTS_TOPIC", "events"), "events topic (ARBITER_EVENTS_TOPIC)")
+	fs.StringVar(&c.conflictsTopic, "conflicts-topic", envString("ARBITER_CONFLICTS_TOPIC", "conflicts"), "conflicts topic (ARBITER_CONFLICTS_TOPIC)")
+	fs.StringVar(&c.keyPrefix, "key-prefix", envString("ARBITER_KEY_PREFIX", "arbiter"), "prefix of every Redis key (ARBITER_KEY_PREFIX)")
+	fs.StringVar(&c.logFormat, "log-format", envString("ARBITER_LOG_FORMAT", "console"), "log format: json or console (ARBITER_LOG_FORMAT)")
+	fs.StringVar(&c.logLevel, "log-level", envString("ARBITER_LOG_LEVEL", "info"), "log level: debug, info, warn, error (ARBITER_LOG_LEVEL)")
+}
+
+func (c *commonFlags) brokerList() []string {
+	var brokers []string
+	for _, b := range strings.Split(c.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	return brokers
+}
+
+// parse parses a subcommand's flags, turning -h into errHelp and a bad flag
+// into a usage error.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usagef("%v; run 'arbiter %s -h' for the flags", err, fs.Name())
+	}
+	return nil
+}
+
+func (c *commonFlags) logger(stderr io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.logLevel)
+	if err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", c.logLevel)
+	}
+	encoderConfig := zap.NewProductionEncoderConfig()
+	encoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	switch c.logFormat {
+	case "json":
+		encoder = zapcore.NewJSONEncoder(encoderConfig)
+	case "console":
+		encoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		encoder = zapcore.NewConsoleEncoder(encoderConfig)
+	default:
+		return nil, usagef("--log-format %q: use json or console", c.logFormat)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(stderr), level)), nil
+}
+
+// redisStore connects to Redis and checks it answers.
+func (c *commonFlags) redisStore(ctx context.Context, outcomeTTL time.Duration) (*versionstore.Store, func(), error) {
+	if c.redisURL == "" {
+		return nil, nil, usagef("no Redis: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+	}
+	opts, err := redis.ParseURL(c.redisURL)
+	if err != nil {
+		return nil, nil, usagef("--redis %q is not a redis:// URL: %v", c.redisURL, err)
+	}
+	client := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := client.Ping(pingCtx).Err(); err != nil {
+		_ = client.Close()
+		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL and that redis-server runs", opts.Addr)}
+	}
+	store := versionstore.New(client, versionstore.Options{KeyPrefix: c.keyPrefix, OutcomeTTL: outcomeTTL})
+	return store, func() { _ = client.Close() }, nil
+}
+
+// checkTopics checks Kafka answers and the topics exist.
+func (c *commonFlags) checkTopics(ctx context.Context, topics ...string) error {
+	brokers := c.brokerList()
+	if len(brokers) == 0 {
+		return usagef("no Kafka brokers: set --brokers or ARBITER_BROKERS (e.g. 127.0.0.1:9092)")
+	}
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return usagef("--brokers %q: %v", c.brokers, err)
+	}
+	defer client.Close()
+	metaCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(client).ListTopics(metaCtx, topics...)
+	if err != nil {
+		return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers / ARBITER_BROKERS", c.brokers)}
+	}
+	var missing []string
+	for _, topic := range topics {
+		if d, ok := details[topic]; !ok || d.Err != nil {
+			missing = append(missing, topic)
+		}
+	}
+	if len(missing) > 0 {
+		return usagef("topic(s) %s do not exist; create them with 'arbiter topics create --brokers %s' (or your own tooling, key-partitioned)", strings.Join(missing, ", "), c.brokers)
+	}
+	return nil
+}
+
+func printf(w io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(w, format, args...)
+}

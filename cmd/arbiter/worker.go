@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/cockroachdb/errors"
+	"go.uber.org/zap"
+)
+
+type workerFlags struct {
+	commonFlags
+	group                 string
+	transactionalIDPrefix string
+	instanceID            string
+	maxBatch              int
+	maxRecordBytes        int
+	sessionTimeout        time.Duration
+	transactionTimeout    time.Duration
+	outcomeTTL            time.Duration
+	embeddedKafka         string
+	embeddedRedis         string
+	dataDir               string
+	partitions            int
+}
+
+func defaultDataDir() string {
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "arbiter", "embedded")
+	}
+	return filepath.Join(os.TempDir(), "arbiter-embedded")
+}
+
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f workerFlags
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	f.register(fs)
+	fs.StringVar(&f.group, "group", envString("ARBITER_GROUP", "arbiter"), "consumer group of the workers (ARBITER_GROUP)")
+	fs.StringVar(&f.transactionalIDPrefix, "transactional-id-prefix", envString("ARBITER_TRANSACTIONAL_ID_PREFIX", "arbiter"), "prefix of the worker's Kafka transactional ID (ARBITER_TRANSACTIONAL_ID_PREFIX)")
+	fs.StringVar(&f.instanceID, "instance-id", envString("ARBITER_INSTANCE_ID", ""), "stable unique ID of this replica, e.g. the pod name; a restart then fences its predecessor's open transaction at once (default <host>-<pid>-<random>) (ARBITER_INSTANCE_ID)")
+	fs.IntVar(&f.maxBatch, "max-batch", envInt("ARBITER_MAX_BATCH", 2000), "most records per poll, Redis round trip and transaction (ARBITER_MAX_BATCH)")
+	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", 1<<20), "size limit of a command record; larger ones are invalid (ARBITER_MAX_RECORD_BYTES)")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", envDuration("ARBITER_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout (ARBITER_SESSION_TIMEOUT)")
+	fs.DurationVar(&f.transactionTimeout, "transaction-timeout", envDuration("ARBITER_TRANSACTION_TIMEOUT", 10*time.Second), "Kafka transaction timeout (ARBITER_TRANSACTION_TIMEOUT)")
+	fs.DurationVar(&f.outcomeTTL, "outcome-ttl", envDuration("ARBITER_OUTCOME_TTL", 24*time.Hour), "how long decided outcomes are kept for replays and duplicate detection (ARBITER_OUTCOME_TTL)")
+	fs.StringVar(&f.embeddedKafka, "embedded-kafka-addr", envString("ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092"), "address of the embedded Kafka, when neither --brokers nor --redis is given")
+	fs.StringVar(&f.embeddedRedis, "embedded-redis-addr", envString("ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399"), "address of the embedded Redis")
+	fs.StringVar(&f.dataDir, "data-dir", envString("ARBITER_DATA_DIR", defaultDataDir()), "where the embedded Kafka keeps its data (ARBITER_DATA_DIR)")
+	fs.IntVar(&f.partitions, "partitions", envInt("ARBITER_PARTITIONS", 12), "partitions of the topics the embedded Kafka creates")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("worker takes no arguments, got %q", fs.Args())
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	registry := processor.NewRegistry()
+	if err := product.Register(registry); err != nil {
+		return errors.Wrap(err, "register the Product handlers")
+	}
+
+	if f.brokers == "" && f.redisURL == "" {
+		embedded, err := startEmbedded(ctx, embeddedConfig{
+			kafkaAddr:  f.embeddedKafka,
+			redisAddr:  f.embeddedRedis,
+			dataDir:    f.dataDir,
+			partitions: int32(f.partitions),
+			topics:     []string{f.commandsTopic, f.eventsTopic, f.conflictsTopic},
+			log:        log,
+		})
+		if err != nil {
+			return err
+		}
+		defer embedded.close()
+		f.brokers, f.redisURL = embedded.kafkaAddr, "redis://"+embedded.redisAddr+"/0"
+		store, closeStore, err := f.redisStore(ctx, f.outcomeTTL)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		report, err := processor.Rebuild(ctx, processor.RebuildConfig{
+			Brokers: f.brokerList(), EventsTopic: f.eventsTopic, Registry: registry, Store: store, Logger: log,
+		})
+		if err != nil {
+			return errors.Wrap(err, "restore versions from the embedded Kafka's events")
+		}
+		if report.Events > 0 {
+			log.Info("restored versions from the events topic", zap.Int64("events", report.Events), zap.Int("aggregates", report.Aggregates))
+		}
+		printEmbeddedBanner(stdout, f, embedded)
+	} else if f.brokers == "" || f.redisURL == "" {
+		return usagef("give both --brokers and --redis (or ARBITER_BROKERS and ARBITER_REDIS_URL), or neither for the embedded development mode")
+	}
+
+	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
+		return err
+	}
+	store, closeStore, err := f.redisStore(ctx, f.outcomeTTL)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	cfg := processor.Config{
+		Brokers:               f.brokerList(),
+		Group:                 f.group,
+		CommandsTopic:         f.commandsTopic,
+		EventsTopic:           f.eventsTopic,
+		ConflictsTopic:        f.conflictsTopic,
+		TransactionalIDPrefix: f.transactionalIDPrefix,
+		InstanceID:            f.instanceID,
+		MaxBatch:              f.maxBatch,
+		MaxRecordBytes:        f.maxRecordBytes,
+		SessionTimeout:        f.sessionTimeout,
+		TransactionTimeout:    f.transactionTimeout,
+		Registry:              registry,
+		Store:                 store,
+		Logger:                log,
+	}
+	if err := testHooks(&cfg, log); err != nil {
+		return err
+	}
+	worker, err := processor.New(cfg)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	progress := startProgress(ctx, worker, log)
+	defer progress()
+	return worker.Run(ctx)
+}
+
+// startProgress logs the worker's counters every 30 seconds while it works.
+func startProgress(ctx context.Context, worker *processor.Worker, log *zap.Logger) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(30 * time.Second)
+		defer ticker.Stop()
+		var last int64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				stats := worker.Stats()
+				records := stats.Records.Load()
+				if records == last {
+					continue
+				}
+				last = records
+				log.Info("progress",
+					zap.Int64("records", records),
+					zap.Int64("applied", stats.Applied.Load()),
+					zap.Int64("conflicts", stats.Conflicts.Load()),
+					zap.Int64("replayed", stats.Replayed.Load()),
+					zap.Int64("transactions_committed", stats.Committed.Load()),
+					zap.Int64("transactions_aborted", stats.Aborted.Load()))
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// testHooks wires the fault-injection hook that integration tests use:
+// ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=N makes the process exit (code 86)
+// right after the Redis compare-and-set of its N-th batch with new outcomes,
+// before the Kafka transaction commits.
+func testHooks(cfg *processor.Config, log *zap.Logger) error {
+	value := os.Getenv("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT")
+	if value == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(value)
+	if err != nil || n < 1 {
+		return usagef("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=%q: want a positive batch count", value)
+	}
+	seen := 0
+	cfg.Hooks.AfterRedisCommit = func(_ context.Context, params processor.BatchParams) {
+		if params.Applied+params.Conflicts == 0 {
+			return
+		}
+		seen++
+		if seen >= n {
+			log.Warn("test hook: exiting between the Redis compare-and-set and the Kafka commit", zap.Int("batch", seen))
+			_ = log.Sync()
+			os.Exit(86)
+		}
+	}
+	return nil
+}

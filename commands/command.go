@@ -1,0 +1,203 @@
+// Package commands holds the command envelope that services produce to the
+// commands topic, its decoding and validation, and the producer that sends
+// commands.
+package commands
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/cockroachdb/errors"
+)
+
+// Special expectedVersion values. A value N >= 0 is an exact check: the
+// command is applied only when the aggregate is at version N (0 meaning the
+// aggregate must not exist yet).
+const (
+	// AnyVersion accepts the aggregate at any version, including one that
+	// does not exist yet. Only handlers that declare it allow it.
+	AnyVersion int64 = -1
+	// MustExist accepts the aggregate at any version >= 1. Only handlers
+	// that declare it allow it.
+	MustExist int64 = -2
+)
+
+// Limits on identifiers. They keep Redis keys and records bounded.
+const (
+	// MaxIDLength is the longest command ID, aggregate ID or command type
+	// accepted, in bytes.
+	MaxIDLength = 256
+	// DefaultMaxRecordBytes is the default size limit of a command record's
+	// value.
+	DefaultMaxRecordBytes = 1 << 20
+)
+
+// Command is the envelope of one command, as it travels on the commands
+// topic. The record key must equal AggregateID.
+type Command struct {
+	// ID identifies the command; it is the idempotency key. Required.
+	ID string `json:"id"`
+	// AggregateID names the aggregate the command is for. Required.
+	AggregateID string `json:"aggregateId"`
+	// Type names the command type, which selects the handler. Required.
+	Type string `json:"type"`
+	// ExpectedVersion is the aggregate version the sender read. Required;
+	// see AnyVersion and MustExist for the relaxed forms.
+	ExpectedVersion int64 `json:"expectedVersion"`
+	// Payload is the command's data, a JSON value the handler decodes.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Metadata is carried over to the resulting events.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// wireCommand detects a missing expectedVersion, which a plain int64 cannot.
+type wireCommand struct {
+	ID              string            `json:"id"`
+	AggregateID     string            `json:"aggregateId"`
+	Type            string            `json:"type"`
+	ExpectedVersion *json.Number      `json:"expectedVersion"`
+	Payload         json.RawMessage   `json:"payload"`
+	Metadata        map[string]string `json:"metadata"`
+}
+
+// ErrInvalid marks a command record that cannot be processed: undecodable,
+// missing fields, a key that is not its aggregate ID, or over the size limit.
+// Use errors.As with *InvalidError for the details.
+var ErrInvalid = errors.New("invalid command")
+
+// InvalidError describes why a command record is invalid. Fields that could
+// be read from the record are set.
+type InvalidError struct {
+	// CommandID is the command's ID, if one could be read.
+	CommandID string
+	// AggregateID is the aggregate ID, or else the record key.
+	AggregateID string
+	// Reason says what is wrong, in words meant for the sender.
+	Reason string
+}
+
+// Error implements error.
+func (e *InvalidError) Error() string {
+	if e.CommandID != "" {
+		return fmt.Sprintf("invalid command %q for aggregate %q: %s", e.CommandID, e.AggregateID, e.Reason)
+	}
+	return fmt.Sprintf("invalid command record (key %q): %s", e.AggregateID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+// Decode parses and validates one command record. key is the record key and
+// maxBytes the value's size limit (0 means DefaultMaxRecordBytes). Any problem
+// is returned as an *InvalidError.
+func Decode(key, value []byte, maxBytes int) (Command, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxRecordBytes
+	}
+	invalid := func(cmd Command, format string, args ...any) (Command, error) {
+		aggregateID := cmd.AggregateID
+		if aggregateID == "" {
+			aggregateID = string(key)
+		}
+		return cmd, &InvalidError{CommandID: cmd.ID, AggregateID: aggregateID, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(value) > maxBytes {
+		return invalid(Command{}, "record value is %d bytes, over the %d-byte limit", len(value), maxBytes)
+	}
+	if !utf8.Valid(value) {
+		return invalid(Command{}, "record value is not UTF-8 JSON")
+	}
+	var wire wireCommand
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&wire); err != nil {
+		return invalid(Command{}, "record value is not a JSON command object: %v", err)
+	}
+	if dec.More() {
+		return invalid(Command{}, "record value has trailing data after the JSON object")
+	}
+	cmd := Command{
+		ID:          wire.ID,
+		AggregateID: wire.AggregateID,
+		Type:        wire.Type,
+		Payload:     wire.Payload,
+		Metadata:    wire.Metadata,
+	}
+	if err := cmd.validateFields(); err != nil {
+		return invalid(cmd, "%s", err.Error())
+	}
+	if wire.ExpectedVersion == nil {
+		return invalid(cmd, "expectedVersion is missing; send the version you read (0 for a new aggregate)")
+	}
+	expectedVersion, err := wire.ExpectedVersion.Int64()
+	if err != nil {
+		return invalid(cmd, "expectedVersion %s is not an integer", wire.ExpectedVersion.String())
+	}
+	cmd.ExpectedVersion = expectedVersion
+	if expectedVersion < MustExist {
+		return invalid(cmd, "expectedVersion %d is not valid: use N >= 0, -1 (any) or -2 (must exist)", expectedVersion)
+	}
+	if !bytes.Equal(key, []byte(cmd.AggregateID)) {
+		return invalid(cmd, "record key %q does not equal aggregateId %q; produce with key = aggregateId", key, cmd.AggregateID)
+	}
+	if len(cmd.Payload) > 0 && bytes.Equal(bytes.TrimSpace(cmd.Payload), []byte("null")) {
+		cmd.Payload = nil
+	}
+	return cmd, nil
+}
+
+// Validate checks a command before it is sent: required fields, limits and
+// the expectedVersion range.
+func (c Command) Validate() error {
+	if err := c.validateFields(); err != nil {
+		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: %s", c.ID, c.AggregateID, err)
+	}
+	if c.ExpectedVersion < MustExist {
+		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: expectedVersion %d is not valid", c.ID, c.AggregateID, c.ExpectedVersion)
+	}
+	if len(c.Payload) > 0 && !json.Valid(c.Payload) {
+		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: payload is not valid JSON", c.ID, c.AggregateID)
+	}
+	return nil
+}
+
+func (c Command) validateFields() error {
+	var problems []string
+	check := func(name, value string) {
+		switch {
+		case value == "":
+			problems = append(problems, name+" is missing")
+		case len(value) > MaxIDLength:
+			problems = append(problems, fmt.Sprintf("%s is %d bytes, over the %d-byte limit", name, len(value), MaxIDLength))
+		}
+	}
+	check("id", c.ID)
+	check("aggregateId", c.AggregateID)
+	check("type", c.Type)
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.Newf("%s", joinWords(problems))
+}
+
+func joinWords(words []string) string {
+	var b bytes.Buffer
+	for i, w := range words {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(w)
+	}
+	return b.String()
+}
+
+// Encode returns the command's JSON record value.
+func (c Command) Encode() ([]byte, error) {
+	value, err := json.Marshal(c)
+	if err != nil {
+		return nil, errors.Wrapf(err, "encode command %s for aggregate %s", c.ID, c.AggregateID)
+	}
+	return value, nil
+}

@@ -1,0 +1,400 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/commands"
+	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/cockroachdb/errors"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// decided is the outcome of one command record in a batch: the records to
+// publish, in order.
+type decided struct {
+	records []versionstore.OutcomeRecord
+	kind    outcomeKind
+}
+
+type outcomeKind uint8
+
+const (
+	outcomeApplied outcomeKind = iota
+	outcomeConflict
+	outcomeReplayed
+)
+
+// batch is one poll's worth of command records on their way to outcomes.
+type batch struct {
+	records  []*kgo.Record
+	commands []commands.Command
+	invalid  []error
+	outcomes []decided
+	changes  []versionstore.Change
+	now      time.Time
+}
+
+// aggregateRun is the running state of one aggregate while a batch is
+// decided: it starts at the version Redis holds and moves with each applied
+// command, so later commands of the batch are decided on it.
+type aggregateRun struct {
+	loaded      versionstore.Aggregate
+	version     int64
+	typeName    string
+	codec       aggregateCodec
+	state       any
+	stateLoaded bool
+	stateDirty  bool
+	decided     map[string]versionstore.Outcome
+	outcomes    []versionstore.Outcome
+}
+
+// decider turns a batch of command records into outcomes and Redis changes.
+type decider struct {
+	registry       *Registry
+	maxRecordBytes int
+	maxEventBytes  int
+}
+
+// decode decodes every record; invalid ones are answered at once.
+func (d *decider) decode(b *batch) {
+	b.commands = make([]commands.Command, len(b.records))
+	b.invalid = make([]error, len(b.records))
+	b.outcomes = make([]decided, len(b.records))
+	parallel(len(b.records), func(i int) {
+		rec := b.records[i]
+		cmd, err := commands.Decode(rec.Key, rec.Value, d.maxRecordBytes)
+		b.commands[i] = cmd
+		if err != nil {
+			b.invalid[i] = err
+			var invalid *commands.InvalidError
+			errors.As(err, &invalid)
+			b.outcomes[i] = d.conflict(b, i, events.Conflict{
+				CommandID:   invalid.CommandID,
+				AggregateID: invalid.AggregateID,
+				Reason:      events.ReasonInvalid,
+				Message:     invalid.Reason,
+			})
+			return
+		}
+		if _, ok := d.registry.handlers[cmd.Type]; !ok {
+			b.invalid[i] = errUnknownType
+			b.outcomes[i] = d.conflict(b, i, events.Conflict{
+				CommandID:       cmd.ID,
+				AggregateID:     cmd.AggregateID,
+				Reason:          events.ReasonUnknownType,
+				ExpectedVersion: events.Version(cmd.ExpectedVersion),
+				Message:         fmt.Sprintf("no handler is registered for command type %q; check the type's spelling or deploy a worker that handles it", cmd.Type),
+			})
+		}
+	})
+}
+
+var errUnknownType = errors.New("unknown command type")
+
+// loadRequest lists what a batch needs from Redis.
+func (b *batch) loadRequest() ([]string, []versionstore.CommandRef) {
+	seenAggregate := make(map[string]struct{})
+	seenRef := make(map[versionstore.CommandRef]struct{})
+	var aggregateIDs []string
+	var refs []versionstore.CommandRef
+	for i, cmd := range b.commands {
+		if b.invalid[i] != nil {
+			continue
+		}
+		if _, ok := seenAggregate[cmd.AggregateID]; !ok {
+			seenAggregate[cmd.AggregateID] = struct{}{}
+			aggregateIDs = append(aggregateIDs, cmd.AggregateID)
+		}
+		ref := versionstore.CommandRef{AggregateID: cmd.AggregateID, CommandID: cmd.ID}
+		if _, ok := seenRef[ref]; !ok {
+			seenRef[ref] = struct{}{}
+			refs = append(refs, ref)
+		}
+	}
+	return aggregateIDs, refs
+}
+
+// decide decides every valid command of the batch against the loaded
+// aggregates and recorded outcomes, aggregates in parallel and each
+// aggregate's commands in record order.
+func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Outcome) error {
+	byAggregate := make(map[string][]int)
+	var order []string
+	for i, cmd := range b.commands {
+		if b.invalid[i] != nil {
+			continue
+		}
+		if _, ok := byAggregate[cmd.AggregateID]; !ok {
+			order = append(order, cmd.AggregateID)
+		}
+		byAggregate[cmd.AggregateID] = append(byAggregate[cmd.AggregateID], i)
+	}
+	changes := make([]*versionstore.Change, len(order))
+	errs := make([]error, len(order))
+	parallel(len(order), func(j int) {
+		aggregateID := order[j]
+		run := &aggregateRun{loaded: aggregates[aggregateID], decided: make(map[string]versionstore.Outcome)}
+		run.version = run.loaded.Version
+		run.typeName = run.loaded.Type
+		for _, i := range byAggregate[aggregateID] {
+			ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
+			if outcome, ok := recorded[ref]; ok {
+				b.outcomes[i] = d.recordedOutcome(b, i, outcome)
+				continue
+			}
+			if outcome, ok := run.decided[ref.CommandID]; ok {
+				b.outcomes[i] = d.duplicate(b, i, outcome, run.version)
+				continue
+			}
+			outcome, err := d.decideOne(ctx, b, i, run)
+			if err != nil {
+				errs[j] = err
+				return
+			}
+			b.outcomes[i] = outcome
+		}
+		if len(run.outcomes) == 0 {
+			return
+		}
+		change := &versionstore.Change{
+			AggregateID: aggregateID,
+			FromVersion: run.loaded.Version,
+			ToVersion:   run.version,
+			Type:        run.typeName,
+			State:       run.loaded.State,
+			Outcomes:    run.outcomes,
+		}
+		if run.stateDirty {
+			snapshot, err := run.codec.encodeState(run.state)
+			if err != nil {
+				errs[j] = errors.Wrapf(err, "aggregate %s", aggregateID)
+				return
+			}
+			change.State = snapshot
+		}
+		changes[j] = change
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, change := range changes {
+		if change != nil {
+			b.changes = append(b.changes, *change)
+		}
+	}
+	return nil
+}
+
+// recordedOutcome answers a command whose outcome Redis already holds: the
+// same record again (a replay after an aborted transaction) publishes the
+// recorded records byte for byte; another record with the same ID is a
+// duplicate.
+func (d *decider) recordedOutcome(b *batch, i int, outcome versionstore.Outcome) decided {
+	rec := b.records[i]
+	if outcome.Partition == rec.Partition && outcome.Offset == rec.Offset {
+		return decided{records: outcome.Records, kind: outcomeReplayed}
+	}
+	return d.duplicate(b, i, outcome, -1)
+}
+
+func (d *decider) duplicate(b *batch, i int, original versionstore.Outcome, actualVersion int64) decided {
+	cmd := b.commands[i]
+	originalReason := events.OriginalApplied
+	if !original.Applied {
+		originalReason = original.Reason
+	}
+	conflict := events.Conflict{
+		CommandID:       cmd.ID,
+		AggregateID:     cmd.AggregateID,
+		Reason:          events.ReasonDuplicate,
+		ExpectedVersion: events.Version(cmd.ExpectedVersion),
+		Message: fmt.Sprintf("command %s was already decided (%s at version %d, from partition %d offset %d); this record is not applied",
+			cmd.ID, originalReason, original.Version, original.Partition, original.Offset),
+		OriginalReason:  originalReason,
+		OriginalVersion: events.Version(original.Version),
+	}
+	if actualVersion >= 0 {
+		conflict.ActualVersion = events.Version(actualVersion)
+	}
+	return d.conflict(b, i, conflict)
+}
+
+// decideOne decides one new command against the aggregate's running state.
+func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregateRun) (decided, error) {
+	cmd := b.commands[i]
+	h := d.registry.handlers[cmd.Type]
+	reject := func(reason events.Reason, message string) decided {
+		out := d.conflict(b, i, events.Conflict{
+			CommandID:       cmd.ID,
+			AggregateID:     cmd.AggregateID,
+			Reason:          reason,
+			ExpectedVersion: events.Version(cmd.ExpectedVersion),
+			ActualVersion:   events.Version(run.version),
+			Message:         message,
+		})
+		if reason != events.ReasonInvalid {
+			run.record(b, i, versionstore.Outcome{Reason: string(reason), Version: run.version, Records: out.records})
+		}
+		return out
+	}
+
+	switch {
+	case cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version:
+		return reject(events.ReasonVersionConflict, fmt.Sprintf("expected version %d, but found %d", cmd.ExpectedVersion, run.version)), nil
+	case cmd.ExpectedVersion < 0 && !h.relaxedVersions:
+		return reject(events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion)), nil
+	case cmd.ExpectedVersion == commands.MustExist && run.version == 0:
+		return reject(events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist"), nil
+	}
+
+	codec := h.aggregate
+	if codec == nil {
+		codec = d.registry.aggregates[run.typeName]
+	} else if run.typeName != "" && run.typeName != codec.name() {
+		return reject(events.ReasonRejected, fmt.Sprintf("aggregate %s is a %s; command type %s is for %s aggregates", cmd.AggregateID, run.typeName, cmd.Type, codec.name())), nil
+	}
+	if codec != nil && !run.stateLoaded {
+		state, err := codec.decodeState(run.loaded.State)
+		if err != nil {
+			// A snapshot that does not decode cannot be decided on.
+			return decided{}, errors.Wrapf(err, "aggregate %s", cmd.AggregateID)
+		}
+		run.codec, run.state, run.stateLoaded = codec, state, true
+	}
+	var state any
+	if codec != nil {
+		state = run.state
+	}
+
+	drafts, err := safeDecide(ctx, h, state, run.version, cmd)
+	var invalidPayload *payloadError
+	switch {
+	case errors.As(err, &invalidPayload):
+		return reject(events.ReasonInvalid, invalidPayload.Error()), nil
+	case err != nil:
+		return reject(events.ReasonRejected, err.Error()), nil
+	case len(drafts) == 0:
+		return reject(events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", cmd.Type)), nil
+	}
+
+	records := make([]versionstore.OutcomeRecord, len(drafts))
+	version := run.version
+	state = run.state
+	aggregateType := run.typeName
+	if codec != nil {
+		aggregateType = codec.name()
+	}
+	for k, draft := range drafts {
+		payload, err := draft.EncodePayload()
+		if err != nil || draft.Type == "" {
+			return reject(events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err)), nil
+		}
+		version++
+		event := events.Event{
+			ID:            events.EventID(cmd.AggregateID, version),
+			AggregateID:   cmd.AggregateID,
+			AggregateType: aggregateType,
+			Type:          draft.Type,
+			Version:       version,
+			CommandID:     cmd.ID,
+			Payload:       payload,
+			Metadata:      cmd.Metadata,
+			Timestamp:     b.now,
+		}
+		value, err := json.Marshal(event)
+		if err != nil {
+			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err)), nil
+		}
+		if len(value) > d.maxEventBytes {
+			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), d.maxEventBytes)), nil
+		}
+		if codec != nil {
+			state, err = codec.evolve(state, event)
+			if err != nil {
+				return reject(events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err)), nil
+			}
+		}
+		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+	}
+	run.version = version
+	if codec != nil {
+		run.state, run.stateDirty = state, true
+		run.typeName = codec.name()
+	}
+	run.record(b, i, versionstore.Outcome{Applied: true, Version: version, Records: records})
+	return decided{records: records, kind: outcomeApplied}, nil
+}
+
+// record keeps a decided outcome for the aggregate's Redis change.
+func (run *aggregateRun) record(b *batch, i int, outcome versionstore.Outcome) {
+	rec := b.records[i]
+	outcome.CommandID = b.commands[i].ID
+	outcome.Partition = rec.Partition
+	outcome.Offset = rec.Offset
+	run.outcomes = append(run.outcomes, outcome)
+	run.decided[outcome.CommandID] = outcome
+}
+
+// safeDecide runs a handler, turning a panic into a rejection so that one
+// bad command never crash-loops a worker.
+func safeDecide(ctx context.Context, h *handler, state any, version int64, cmd commands.Command) (drafts []events.Draft, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Reject("handler of %s failed: %v", cmd.Type, r)
+		}
+	}()
+	return h.decide(ctx, state, version, cmd)
+}
+
+// conflict encodes a conflict record for record i.
+func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
+	rec := b.records[i]
+	conflict.Source = events.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+	conflict.Timestamp = b.now
+	if json.Valid(rec.Value) {
+		conflict.Command = rec.Value
+	} else {
+		conflict.RawValue = rec.Value
+	}
+	value, err := json.Marshal(conflict)
+	if err != nil {
+		// Only an unencodable command value could get here; keep it raw.
+		conflict.Command, conflict.RawValue = nil, rec.Value
+		value, _ = json.Marshal(conflict)
+	}
+	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict}
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if n < 64 || workers == 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	if workers > n {
+		workers = n
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for start := 0; start < n; start += chunk {
+		end := min(start+chunk, n)
+		wg.Add(1)
+		go func(start, end int) {
+			defer wg.Done()
+			for i := start; i < end; i++ {
+				fn(i)
+			}
+		}(start, end)
+	}
+	wg.Wait()
+}

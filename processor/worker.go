@@ -1,0 +1,479 @@
+// Package processor runs Arbiter workers: each polls command records from
+// Kafka in a consumer group, decides them with the registered handlers
+// against the versions and state snapshots in Redis, advances the versions
+// with an atomic compare-and-set, and publishes the outcomes (events or
+// conflict records) in a Kafka transaction together with the consumed
+// offsets.
+package processor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/cockroachdb/errors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+)
+
+// Config configures a Worker. Zero fields take the defaults noted.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group the workers share. default: "arbiter"
+	Group string
+	// CommandsTopic is consumed. default: "commands"
+	CommandsTopic string
+	// EventsTopic receives events. default: "events"
+	EventsTopic string
+	// ConflictsTopic receives conflict records. default: "conflicts"
+	ConflictsTopic string
+	// TransactionalIDPrefix starts the worker's transactional ID.
+	// default: "arbiter"
+	TransactionalIDPrefix string
+	// InstanceID ends the transactional ID. Give each replica a stable,
+	// unique one (a pod name) so that a restarted replica fences its dead
+	// predecessor's open transaction at once instead of waiting for
+	// TransactionTimeout. default: "<hostname>-<pid>-<random>"
+	InstanceID string
+	// MaxBatch bounds the records taken by one poll, which are decided in
+	// one Redis round trip and published in one transaction. default: 2000
+	MaxBatch int
+	// MaxRecordBytes is the size limit of a command record's value; larger
+	// ones are invalid. default: 1 MiB
+	MaxRecordBytes int
+	// MaxEventBytes is the size limit of one encoded event; a command
+	// whose handler produces a larger one is rejected. default: 900 KiB
+	MaxEventBytes int
+	// SessionTimeout is the consumer group session timeout: how long a
+	// silent worker keeps its partitions. default: 10s
+	SessionTimeout time.Duration
+	// TransactionTimeout is how long the broker lets a transaction stay
+	// open before aborting it; a dead worker's partitions stay blocked for
+	// read_committed readers until then. default: 10s
+	TransactionTimeout time.Duration
+	// RedisTimeout bounds each Redis round trip. default: 5s
+	RedisTimeout time.Duration
+	// Registry holds the command handlers. Required.
+	Registry *Registry
+	// Store is the Redis version store. Required.
+	Store *versionstore.Store
+	// Logger receives the worker's logs. default: zap.NewNop()
+	Logger *zap.Logger
+	// KafkaOptions are added to the client options, after Arbiter's own.
+	KafkaOptions []kgo.Opt
+	// Hooks are called at points of the batch cycle; for tests and
+	// instrumentation.
+	Hooks Hooks
+}
+
+// Hooks are optional callbacks into the batch cycle.
+type Hooks struct {
+	// AfterRedisCommit is called once a batch's versions are advanced in
+	// Redis and before its transaction is committed. Fault-injection tests
+	// use it to stop a worker in exactly that gap.
+	AfterRedisCommit func(ctx context.Context, params BatchParams)
+	// AfterBatch is called after each batch's transaction ended.
+	AfterBatch func(ctx context.Context, params BatchParams)
+}
+
+// BatchParams describes one batch to a hook.
+type BatchParams struct {
+	// Records is the number of command records in the batch.
+	Records int
+	// Applied, Conflicts and Replayed count the outcomes by kind.
+	Applied, Conflicts, Replayed int
+	// Committed is set for AfterBatch: whether the transaction committed.
+	Committed bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "arbiter"
+	}
+	if c.CommandsTopic == "" {
+		c.CommandsTopic = "commands"
+	}
+	if c.EventsTopic == "" {
+		c.EventsTopic = "events"
+	}
+	if c.ConflictsTopic == "" {
+		c.ConflictsTopic = "conflicts"
+	}
+	if c.TransactionalIDPrefix == "" {
+		c.TransactionalIDPrefix = "arbiter"
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = defaultInstanceID()
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 2000
+	}
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 1 << 20
+	}
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = 900 << 10
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.TransactionTimeout <= 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
+	if c.RedisTimeout <= 0 {
+		c.RedisTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var problems []error
+	if len(c.Brokers) == 0 {
+		problems = append(problems, errors.New("no Kafka brokers: set Brokers (--brokers / ARBITER_BROKERS)"))
+	}
+	if c.Registry == nil {
+		problems = append(problems, errors.New("no handler Registry"))
+	}
+	if c.Store == nil {
+		problems = append(problems, errors.New("no version Store"))
+	}
+	topics := map[string]string{"commands": c.CommandsTopic, "events": c.EventsTopic, "conflicts": c.ConflictsTopic}
+	for name, topic := range topics {
+		for other, otherTopic := range topics {
+			if name < other && topic == otherTopic {
+				problems = append(problems, errors.Newf("the %s and %s topics are both %q; they must differ", name, other, topic))
+			}
+		}
+	}
+	return errors.Join(problems...)
+}
+
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(suffix))
+}
+
+// Worker is one member of the worker group. Run it with Run; scale out by
+// running more workers (processes) with the same Group.
+type Worker struct {
+	cfg     Config
+	log     *zap.Logger
+	decider *decider
+	stats   Stats
+}
+
+// Stats counts what a worker did; read it with Worker.Stats.
+type Stats struct {
+	Records, Applied, Conflicts, Replayed atomic.Int64
+	Committed, Aborted                    atomic.Int64
+	RedisRoundTrips                       atomic.Int64
+}
+
+// New returns a Worker for the configuration.
+func New(cfg Config) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, errors.Wrap(err, "worker configuration")
+	}
+	return &Worker{
+		cfg: cfg,
+		log: cfg.Logger,
+		decider: &decider{
+			registry:       cfg.Registry,
+			maxRecordBytes: cfg.MaxRecordBytes,
+			maxEventBytes:  cfg.MaxEventBytes,
+		},
+	}, nil
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+// TransactionalID returns the worker's Kafka transactional ID.
+func (w *Worker) TransactionalID() string {
+	return w.cfg.TransactionalIDPrefix + "-" + w.cfg.InstanceID
+}
+
+func (w *Worker) newSession() (*kgo.GroupTransactSession, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(w.cfg.Brokers...),
+		kgo.TransactionalID(w.TransactionalID()),
+		kgo.TransactionTimeout(w.cfg.TransactionTimeout),
+		kgo.ConsumerGroup(w.cfg.Group),
+		kgo.ConsumeTopics(w.cfg.CommandsTopic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.SessionTimeout(w.cfg.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
+	}
+	opts = append(opts, w.cfg.KafkaOptions...)
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return nil, errors.Wrap(err, "create the Kafka transactional session")
+	}
+	return sess, nil
+}
+
+// Run processes commands until ctx is cancelled or a fatal error occurs.
+// On cancellation it lets the batch in hand finish (commit or abort), leaves
+// the group and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	w.log.Info("worker starting",
+		zap.Strings("brokers", w.cfg.Brokers),
+		zap.String("group", w.cfg.Group),
+		zap.String("commands_topic", w.cfg.CommandsTopic),
+		zap.String("events_topic", w.cfg.EventsTopic),
+		zap.String("conflicts_topic", w.cfg.ConflictsTopic),
+		zap.String("transactional_id", w.TransactionalID()),
+		zap.Int("max_batch", w.cfg.MaxBatch),
+	)
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		sess, err := w.newSession()
+		if err != nil {
+			return err
+		}
+		err = w.runSession(ctx, sess)
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		sess.Client().LeaveGroupContext(closeCtx)
+		cancel()
+		sess.Close()
+		if err == nil {
+			break
+		}
+		// Any error ending a transaction leaves the client's state unknown:
+		// a new client rejoins the group and fetches the committed offsets
+		// from the broker.
+		wait := backoff.next()
+		w.log.Warn("transactional session failed; rejoining with a new client", zap.Error(err), zap.Duration("after", wait))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	w.log.Info("worker stopped",
+		zap.Int64("records", w.stats.Records.Load()),
+		zap.Int64("applied", w.stats.Applied.Load()),
+		zap.Int64("conflicts", w.stats.Conflicts.Load()),
+		zap.Int64("transactions_committed", w.stats.Committed.Load()),
+		zap.Int64("transactions_aborted", w.stats.Aborted.Load()))
+	return nil
+}
+
+// runSession polls and processes batches on one session. It returns nil when
+// ctx is cancelled and an error when the session must be replaced.
+func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession) error {
+	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	for {
+		fetches := sess.PollRecords(ctx, w.cfg.MaxBatch)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		var fetchErr error
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				w.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", partition), zap.Error(err))
+				fetchErr = err
+			}
+		})
+		records := fetches.Records()
+		if len(records) == 0 {
+			if fetchErr != nil {
+				time.Sleep(backoff.next())
+			}
+			continue
+		}
+		// The batch in hand is finished even when shutdown begins.
+		batchCtx := context.WithoutCancel(ctx)
+		if err := sess.Begin(); err != nil {
+			return errors.Wrap(err, "begin transaction")
+		}
+		params, produceErr := w.processBatch(batchCtx, sess, records)
+		commit := kgo.TryCommit
+		if produceErr != nil {
+			commit = kgo.TryAbort
+			level := zap.WarnLevel
+			if errors.Is(produceErr, versionstore.ErrFenced) {
+				level = zap.InfoLevel
+			}
+			w.log.Check(level, "aborting batch; its records will be processed again").Write(
+				zap.Int("records", len(records)), zap.Error(produceErr))
+		}
+		endCtx, cancel := context.WithTimeout(batchCtx, w.cfg.TransactionTimeout+w.cfg.SessionTimeout)
+		committed, err := sess.End(endCtx, commit)
+		cancel()
+		params.Committed = committed
+		if committed {
+			w.stats.Committed.Add(1)
+			w.stats.Records.Add(int64(params.Records))
+			w.stats.Applied.Add(int64(params.Applied))
+			w.stats.Conflicts.Add(int64(params.Conflicts))
+			w.stats.Replayed.Add(int64(params.Replayed))
+		} else {
+			w.stats.Aborted.Add(1)
+		}
+		if w.cfg.Hooks.AfterBatch != nil {
+			w.cfg.Hooks.AfterBatch(batchCtx, params)
+		}
+		if err != nil {
+			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
+		}
+		if produceErr != nil {
+			time.Sleep(backoff.next())
+		} else {
+			backoff.reset()
+		}
+	}
+}
+
+// processBatch decides a batch, advances Redis and produces the outcome
+// records into the open transaction. An error means the transaction must be
+// aborted.
+func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (BatchParams, error) {
+	params := BatchParams{Records: len(records)}
+	b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
+	w.decider.decode(b)
+	aggregateIDs, refs := b.loadRequest()
+	if len(aggregateIDs) > 0 {
+		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+		aggregates, recorded, err := w.cfg.Store.Load(loadCtx, aggregateIDs, refs)
+		cancel()
+		w.stats.RedisRoundTrips.Add(1)
+		if err != nil {
+			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
+		}
+		if err := w.decider.decide(ctx, b, aggregates, recorded); err != nil {
+			return params, err
+		}
+		if len(b.changes) > 0 {
+			commitCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+			err := w.cfg.Store.Commit(commitCtx, b.changes)
+			cancel()
+			w.stats.RedisRoundTrips.Add(1)
+			if err != nil {
+				// A timeout is ambiguous (the scripts may have run): the
+				// abort and the replay of the recorded outcomes settle it.
+				return params, errors.Wrapf(err, "advance %d aggregate versions in redis", len(b.changes))
+			}
+		}
+	}
+	for _, outcome := range b.outcomes {
+		switch outcome.kind {
+		case outcomeApplied:
+			params.Applied++
+		case outcomeConflict:
+			params.Conflicts++
+		case outcomeReplayed:
+			params.Replayed++
+		}
+	}
+	if w.cfg.Hooks.AfterRedisCommit != nil {
+		w.cfg.Hooks.AfterRedisCommit(ctx, params)
+	}
+
+	var (
+		mu         sync.Mutex
+		produceErr error
+	)
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if produceErr == nil {
+				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", r.Key, r.Topic)
+			}
+			mu.Unlock()
+		}
+	}
+	for i, outcome := range b.outcomes {
+		source := records[i]
+		commandID := b.commands[i].ID
+		for _, rec := range outcome.records {
+			out := &kgo.Record{Key: source.Key, Value: rec.Value}
+			if aggregateID := b.commands[i].AggregateID; aggregateID != "" {
+				out.Key = []byte(aggregateID)
+			}
+			kind := events.KindEvent
+			out.Topic = w.cfg.EventsTopic
+			if rec.Kind == versionstore.KindConflict {
+				kind = events.KindConflict
+				out.Topic = w.cfg.ConflictsTopic
+			}
+			out.Headers = []kgo.RecordHeader{{Key: events.HeaderKind, Value: []byte(kind)}}
+			if commandID != "" {
+				out.Headers = append(out.Headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: []byte(commandID)})
+			}
+			sess.Produce(ctx, out, promise)
+		}
+	}
+	if err := sess.Client().Flush(ctx); err != nil {
+		return params, errors.Wrap(err, "flush outcome records")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return params, produceErr
+}
+
+// backoff is a capped exponential backoff.
+type backoff struct {
+	min, max, current time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.current == 0 {
+		b.current = b.min
+	} else {
+		b.current = min(2*b.current, b.max)
+	}
+	return b.current
+}
+
+func (b *backoff) reset() { b.current = 0 }
+
+// kafkaLogger adapts zap to franz-go's logger.
+type kafkaLogger struct{ log *zap.Logger }
+
+// Level keeps franz-go's info logs (one per transaction) off unless debug
+// logging is on: they would be a log line per batch on the hot path.
+func (l kafkaLogger) Level() kgo.LogLevel {
+	if l.log.Core().Enabled(zap.DebugLevel) {
+		return kgo.LogLevelDebug
+	}
+	return kgo.LogLevelWarn
+}
+
+func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	fields := make([]zap.Field, 0, len(keyvals)/2)
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		key, _ := keyvals[i].(string)
+		fields = append(fields, zap.Any(strings.ReplaceAll(key, " ", "_"), keyvals[i+1]))
+	}
+	switch level {
+	case kgo.LogLevelError:
+		l.log.Error(msg, fields...)
+	case kgo.LogLevelWarn:
+		l.log.Warn(msg, fields...)
+	default:
+		l.log.Debug(msg, fields...)
+	}
+}

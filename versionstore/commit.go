@@ -1,0 +1,198 @@
+package versionstore
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
+)
+
+// commitScript advances one aggregate atomically: it checks the aggregate is
+// still at the version the decision was made on (fencing off any other worker
+// that moved it meanwhile), checks no outcome is recorded yet for the
+// commands, then writes the new version and snapshot and records each
+// command's outcome with a TTL.
+//
+// KEYS[1]     the aggregate hash
+// KEYS[2..n]  the outcome keys of the decided commands
+// ARGV[1]     the version the decision was made on
+// ARGV[2]     the new version
+// ARGV[3]     the aggregate type
+// ARGV[4]     the new state snapshot
+// ARGV[5]     the outcome TTL in milliseconds
+// ARGV[6..]   the encoded outcomes, one per outcome key
+//
+// It returns {1, newVersion} on success, {0, actualVersion} when the version
+// moved, and {2, i} when the i-th command already has a recorded outcome.
+var commitScript = redis.NewScript(`
+local current = redis.call('HGET', KEYS[1], 'v') or '0'
+if current ~= ARGV[1] then
+  return {0, tonumber(current)}
+end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return {2, i - 1}
+  end
+end
+if ARGV[2] ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4])
+end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[5])
+end
+return {1, tonumber(ARGV[2])}
+`)
+
+// Change is the decided advance of one aggregate: from the version the
+// decisions were made on to its new version, with the new state snapshot and
+// the outcome of every command decided against it.
+type Change struct {
+	AggregateID string
+	// FromVersion is the version the decisions were made on.
+	FromVersion int64
+	// ToVersion is the version after the applied commands' events; equal
+	// to FromVersion when none was applied.
+	ToVersion int64
+	// Type is the aggregate type that produced State.
+	Type string
+	// State is the snapshot at ToVersion.
+	State []byte
+	// Outcomes are recorded under their command IDs.
+	Outcomes []Outcome
+}
+
+// ErrFenced is returned by Commit when an aggregate was no longer at the
+// version its decisions were made on, or one of its commands was already
+// decided: another worker got there first. Nothing of that aggregate's change
+// was written; reload and decide again. Use errors.As with *FencedError for
+// the details.
+var ErrFenced = errors.New("aggregate changed since it was loaded")
+
+// FencedError names the aggregate whose change was refused.
+type FencedError struct {
+	AggregateID string
+	// ExpectedVersion is the version the change was decided on.
+	ExpectedVersion int64
+	// ActualVersion is the version Redis holds; equal to ExpectedVersion
+	// when a command outcome was already recorded.
+	ActualVersion int64
+	// CommandID is set when a command's outcome was already recorded.
+	CommandID string
+}
+
+// Error implements error.
+func (e *FencedError) Error() string {
+	if e.CommandID != "" {
+		return "aggregate " + e.AggregateID + ": command " + e.CommandID + " was already decided by another worker"
+	}
+	return "aggregate " + e.AggregateID + ": decided on version " + strconv.FormatInt(e.ExpectedVersion, 10) +
+		" but Redis holds version " + strconv.FormatInt(e.ActualVersion, 10)
+}
+
+// Is makes errors.Is(err, ErrFenced) true.
+func (e *FencedError) Is(target error) bool { return target == ErrFenced }
+
+// Commit applies the changes, one script call per aggregate, pipelined in one
+// round trip (per Redis node on a cluster). Each aggregate's change is atomic;
+// changes of different aggregates are independent. It returns nil when every
+// change was written, a *FencedError (joined, one per refused aggregate) when
+// some were refused, or another error when Redis could not be reached — which
+// is ambiguous: some scripts may have run.
+func (s *Store) Commit(ctx context.Context, changes []Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	ttl := strconv.FormatInt(s.opts.OutcomeTTL.Milliseconds(), 10)
+	keys := make([][]string, len(changes))
+	args := make([][]any, len(changes))
+	for i, change := range changes {
+		k := make([]string, 0, 1+len(change.Outcomes))
+		a := make([]any, 0, 5+len(change.Outcomes))
+		k = append(k, s.aggregateKey(change.AggregateID))
+		a = append(a,
+			strconv.FormatInt(change.FromVersion, 10),
+			strconv.FormatInt(change.ToVersion, 10),
+			change.Type,
+			change.State,
+			ttl,
+		)
+		for _, outcome := range change.Outcomes {
+			k = append(k, s.outcomeKey(change.AggregateID, outcome.CommandID))
+			a = append(a, encodeOutcome(outcome))
+		}
+		keys[i], args[i] = k, a
+	}
+
+	pending := make([]int, len(changes))
+	for i := range pending {
+		pending[i] = i
+	}
+	var fenced []error
+	for attempt := 0; len(pending) > 0; attempt++ {
+		pipe := s.client.Pipeline()
+		results := make([]*redis.Cmd, len(pending))
+		for j, i := range pending {
+			results[j] = commitScript.EvalSha(ctx, pipe, keys[i], args[i]...)
+		}
+		_, execErr := pipe.Exec(ctx)
+		var noScript []int
+		for j, i := range pending {
+			err := results[j].Err()
+			if err != nil {
+				if isNoScript(err) {
+					noScript = append(noScript, i)
+					continue
+				}
+				return errors.Wrapf(err, "commit version of aggregate %s (%d changes in the batch)", changes[i].AggregateID, len(changes))
+			}
+			if err := fencedResult(changes[i], results[j].Val()); err != nil {
+				fenced = append(fenced, err)
+			}
+		}
+		if execErr != nil && len(noScript) == 0 {
+			return errors.Wrapf(execErr, "commit %d aggregate versions", len(changes))
+		}
+		if len(noScript) > 0 {
+			// The script cache is empty after a Redis restart or failover;
+			// a NOSCRIPT reply means the script did not run, so loading it
+			// and sending those calls again is safe.
+			if attempt > 2 {
+				return errors.Newf("redis keeps answering NOSCRIPT after loading the commit script")
+			}
+			if err := commitScript.Load(ctx, s.client).Err(); err != nil {
+				return errors.Wrap(err, "load the commit script into redis")
+			}
+		}
+		pending = noScript
+	}
+	return errors.Join(fenced...)
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+func fencedResult(change Change, val any) error {
+	reply, ok := val.([]any)
+	if !ok || len(reply) != 2 {
+		return errors.Newf("aggregate %s: unexpected commit script reply %v", change.AggregateID, val)
+	}
+	status, _ := reply[0].(int64)
+	detail, _ := reply[1].(int64)
+	switch status {
+	case 1:
+		return nil
+	case 0:
+		return &FencedError{AggregateID: change.AggregateID, ExpectedVersion: change.FromVersion, ActualVersion: detail}
+	case 2:
+		commandID := ""
+		if detail >= 1 && int(detail) <= len(change.Outcomes) {
+			commandID = change.Outcomes[detail-1].CommandID
+		}
+		return &FencedError{AggregateID: change.AggregateID, ExpectedVersion: change.FromVersion, ActualVersion: change.FromVersion, CommandID: commandID}
+	default:
+		return errors.Newf("aggregate %s: unexpected commit script status %d", change.AggregateID, status)
+	}
+}

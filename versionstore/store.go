@@ -1,0 +1,196 @@
+// Package versionstore keeps each aggregate's version and state snapshot in
+// Redis, and advances them with an atomic Lua compare-and-set that also
+// records the outcome decided for each command.
+//
+// # Key layout
+//
+// Every key of one aggregate shares the hash tag {<aggregateId>}, so one
+// script call touches one Redis Cluster slot:
+//
+//	<prefix>:{<aggregateId>}            hash: v = version, t = aggregate type, s = state snapshot
+//	<prefix>:{<aggregateId>}:c:<cmdId>  string: the outcome decided for command cmdId (TTL)
+//
+// The prefix defaults to "arbiter". Command IDs are therefore scoped per
+// aggregate: duplicate detection covers one aggregate's commands for as long
+// as Options.OutcomeTTL.
+package versionstore
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configures a Store.
+type Options struct {
+	// KeyPrefix starts every key. default: "arbiter"
+	KeyPrefix string
+	// OutcomeTTL is how long a decided outcome is kept under its command
+	// ID. It bounds both the replay window (a worker that dies between the
+	// compare-and-set and the Kafka commit must be replaced within it) and
+	// the duplicate-detection window. default: 24h
+	OutcomeTTL time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = "arbiter"
+	}
+	if o.OutcomeTTL <= 0 {
+		o.OutcomeTTL = 24 * time.Hour
+	}
+}
+
+// Store reads and advances aggregate versions in Redis. It is safe for
+// concurrent use.
+type Store struct {
+	client redis.UniversalClient
+	opts   Options
+}
+
+// New returns a Store over a Redis client (a plain, failover or cluster
+// client).
+func New(client redis.UniversalClient, opts Options) *Store {
+	opts.setDefaults()
+	return &Store{client: client, opts: opts}
+}
+
+// Client returns the Redis client the store uses.
+func (s *Store) Client() redis.UniversalClient { return s.client }
+
+// Aggregate is an aggregate's state as Redis holds it.
+type Aggregate struct {
+	// ID is the aggregate ID.
+	ID string
+	// Version is the number of events the aggregate has; 0 means it does
+	// not exist.
+	Version int64
+	// Type is the aggregate type that produced State, "" when untyped.
+	Type string
+	// State is the snapshot of the aggregate's state at Version.
+	State []byte
+}
+
+// CommandRef names a command whose recorded outcome is wanted.
+type CommandRef struct {
+	AggregateID string
+	CommandID   string
+}
+
+func (s *Store) aggregateKey(aggregateID string) string {
+	var b strings.Builder
+	b.Grow(len(s.opts.KeyPrefix) + len(aggregateID) + 3)
+	b.WriteString(s.opts.KeyPrefix)
+	b.WriteString(":{")
+	b.WriteString(aggregateID)
+	b.WriteString("}")
+	return b.String()
+}
+
+func (s *Store) outcomeKey(aggregateID, commandID string) string {
+	var b strings.Builder
+	b.Grow(len(s.opts.KeyPrefix) + len(aggregateID) + len(commandID) + 6)
+	b.WriteString(s.opts.KeyPrefix)
+	b.WriteString(":{")
+	b.WriteString(aggregateID)
+	b.WriteString("}:c:")
+	b.WriteString(commandID)
+	return b.String()
+}
+
+// Get returns one aggregate's version, type and state snapshot. An aggregate
+// that does not exist has version 0.
+func (s *Store) Get(ctx context.Context, aggregateID string) (Aggregate, error) {
+	aggregates, _, err := s.Load(ctx, []string{aggregateID}, nil)
+	if err != nil {
+		return Aggregate{}, err
+	}
+	return aggregates[aggregateID], nil
+}
+
+// Load reads, in one pipelined round trip, the given aggregates and the
+// recorded outcomes of the given commands. Aggregates that do not exist are
+// returned at version 0; commands without a recorded outcome are absent from
+// the second map.
+func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandRef) (map[string]Aggregate, map[CommandRef]Outcome, error) {
+	aggregates := make(map[string]Aggregate, len(aggregateIDs))
+	outcomes := make(map[CommandRef]Outcome)
+	if len(aggregateIDs) == 0 && len(refs) == 0 {
+		return aggregates, outcomes, nil
+	}
+	pipe := s.client.Pipeline()
+	aggregateCmds := make([]*redis.SliceCmd, len(aggregateIDs))
+	for i, id := range aggregateIDs {
+		aggregateCmds[i] = pipe.HMGet(ctx, s.aggregateKey(id), "v", "t", "s")
+	}
+	outcomeCmds := make([]*redis.StringCmd, len(refs))
+	for i, ref := range refs {
+		outcomeCmds[i] = pipe.Get(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command outcomes", len(aggregateIDs), len(refs))
+	}
+	for i, id := range aggregateIDs {
+		aggregate, err := parseAggregate(id, aggregateCmds[i].Val())
+		if err != nil {
+			return nil, nil, err
+		}
+		aggregates[id] = aggregate
+	}
+	for i, ref := range refs {
+		value, err := outcomeCmds[i].Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, errors.Wrapf(err, "load outcome of command %s of aggregate %s", ref.CommandID, ref.AggregateID)
+		}
+		outcome, err := decodeOutcome(ref.CommandID, value)
+		if err != nil {
+			return nil, nil, errors.Wrapf(err, "aggregate %s", ref.AggregateID)
+		}
+		outcomes[ref] = outcome
+	}
+	return aggregates, outcomes, nil
+}
+
+func parseAggregate(id string, fields []any) (Aggregate, error) {
+	aggregate := Aggregate{ID: id}
+	if len(fields) != 3 || fields[0] == nil {
+		return aggregate, nil
+	}
+	versionText, _ := fields[0].(string)
+	version, err := strconv.ParseInt(versionText, 10, 64)
+	if err != nil || version < 0 {
+		return aggregate, errors.Newf("aggregate %s: stored version %q is not a version", id, versionText)
+	}
+	aggregate.Version = version
+	if t, ok := fields[1].(string); ok {
+		aggregate.Type = t
+	}
+	if state, ok := fields[2].(string); ok && state != "" {
+		aggregate.State = []byte(state)
+	}
+	return aggregate, nil
+}
+
+// Put overwrites aggregates' versions, types and snapshots, pipelined in one
+// round trip. It is for recovery tools (rebuilding Redis from the events
+// topic) and must not run while workers process the same aggregates.
+func (s *Store) Put(ctx context.Context, aggregates []Aggregate) error {
+	if len(aggregates) == 0 {
+		return nil
+	}
+	pipe := s.client.Pipeline()
+	for _, a := range aggregates {
+		pipe.HSet(ctx, s.aggregateKey(a.ID), "v", strconv.FormatInt(a.Version, 10), "t", a.Type, "s", a.State)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return errors.Wrapf(err, "write %d aggregate versions", len(aggregates))
+	}
+	return nil
+}
