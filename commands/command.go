@@ -104,7 +104,18 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 		return cmd, &InvalidError{CommandID: cmd.ID, AggregateID: aggregateID, Reason: fmt.Sprintf(format, args...)}
 	}
 	if len(value) > maxBytes {
-		return invalid(Command{}, "record value is %d bytes, over the %d-byte limit", len(value), maxBytes)
+		// Name the command in the error when its IDs can be read, so that
+		// its sender learns what became of it. Kafka's own record size
+		// limit bounds this decode.
+		var ids struct {
+			ID          string `json:"id"`
+			AggregateID string `json:"aggregateId"`
+		}
+		var named Command
+		if json.Unmarshal(value, &ids) == nil && len(ids.ID) <= MaxIDLength && len(ids.AggregateID) <= MaxIDLength {
+			named = Command{ID: ids.ID, AggregateID: ids.AggregateID}
+		}
+		return invalid(named, "record value is %d bytes, over the %d-byte limit", len(value), maxBytes)
 	}
 	if !utf8.Valid(value) {
 		return invalid(Command{}, "record value is not UTF-8 JSON")
