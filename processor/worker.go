@@ -81,6 +81,9 @@ type Hooks struct {
 	// Redis and before its transaction is committed. Fault-injection tests
 	// use it to stop a worker in exactly that gap.
 	AfterRedisCommit func(ctx context.Context, params BatchParams)
+	// BeforeEnd is called once a batch's outcome records are produced and
+	// flushed into the open transaction, before it is ended.
+	BeforeEnd func(ctx context.Context, params BatchParams)
 	// AfterBatch is called after each batch's transaction ended.
 	AfterBatch func(ctx context.Context, params BatchParams)
 }
@@ -274,6 +277,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Int64("records", w.stats.Records.Load()),
 		zap.Int64("applied", w.stats.Applied.Load()),
 		zap.Int64("conflicts", w.stats.Conflicts.Load()),
+		zap.Int64("replayed", w.stats.Replayed.Load()),
 		zap.Int64("transactions_committed", w.stats.Committed.Load()),
 		zap.Int64("transactions_aborted", w.stats.Aborted.Load()))
 	return nil
@@ -429,6 +433,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if produceErr == nil && w.cfg.Hooks.BeforeEnd != nil {
+		w.cfg.Hooks.BeforeEnd(ctx, params)
+	}
 	return params, produceErr
 }
 

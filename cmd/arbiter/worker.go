@@ -174,30 +174,47 @@ func startProgress(ctx context.Context, worker *processor.Worker, log *zap.Logge
 	return func() { cancel(); <-done }
 }
 
-// testHooks wires the fault-injection hook that integration tests use:
-// ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=N makes the process exit (code 86)
-// right after the Redis compare-and-set of its N-th batch with new outcomes,
-// before the Kafka transaction commits.
+// testHooks wires the fault-injection hooks that integration tests use. With
+// ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=N the process exits (code 86) right
+// after the Redis compare-and-set of its N-th batch with new outcomes, before
+// anything is produced; with ARBITER_TEST_EXIT_BEFORE_END=N it exits once the
+// N-th such batch's records are in the open transaction, before it commits.
 func testHooks(cfg *processor.Config, log *zap.Logger) error {
-	value := os.Getenv("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT")
+	after, err := exitAfter("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT", log)
+	if err != nil {
+		return err
+	}
+	cfg.Hooks.AfterRedisCommit = after
+	before, err := exitAfter("ARBITER_TEST_EXIT_BEFORE_END", log)
+	if err != nil {
+		return err
+	}
+	cfg.Hooks.BeforeEnd = before
+	return nil
+}
+
+// testHookExitCode is the exit code of a process stopped by a test hook.
+const testHookExitCode = 86
+
+func exitAfter(variable string, log *zap.Logger) (func(context.Context, processor.BatchParams), error) {
+	value := os.Getenv(variable)
 	if value == "" {
-		return nil
+		return nil, nil
 	}
 	n, err := strconv.Atoi(value)
 	if err != nil || n < 1 {
-		return usagef("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=%q: want a positive batch count", value)
+		return nil, usagef("%s=%q: want a positive batch count", variable, value)
 	}
 	seen := 0
-	cfg.Hooks.AfterRedisCommit = func(_ context.Context, params processor.BatchParams) {
+	return func(_ context.Context, params processor.BatchParams) {
 		if params.Applied+params.Conflicts == 0 {
 			return
 		}
 		seen++
 		if seen >= n {
-			log.Warn("test hook: exiting between the Redis compare-and-set and the Kafka commit", zap.Int("batch", seen))
+			log.Warn("test hook: exiting mid-batch", zap.String("hook", variable), zap.Int("batch", seen), zap.Int("records", params.Records))
 			_ = log.Sync()
-			os.Exit(86)
+			os.Exit(testHookExitCode)
 		}
-	}
-	return nil
+	}, nil
 }
