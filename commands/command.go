@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/cockroachdb/errors"
@@ -57,7 +59,7 @@ type wireCommand struct {
 	ID              string            `json:"id"`
 	AggregateID     string            `json:"aggregateId"`
 	Type            string            `json:"type"`
-	ExpectedVersion *json.Number      `json:"expectedVersion"`
+	ExpectedVersion json.RawMessage   `json:"expectedVersion"`
 	Payload         json.RawMessage   `json:"payload"`
 	Metadata        map[string]string `json:"metadata"`
 }
@@ -122,11 +124,10 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 	}
 	var wire wireCommand
 	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.UseNumber()
 	if err := dec.Decode(&wire); err != nil {
 		return invalid(Command{}, "record value is not a JSON command object: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid(Command{}, "record value has trailing data after the JSON object")
 	}
 	cmd := Command{
@@ -139,12 +140,13 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 	if err := cmd.validateFields(); err != nil {
 		return invalid(cmd, "%s", err.Error())
 	}
-	if wire.ExpectedVersion == nil {
+	if len(wire.ExpectedVersion) == 0 || string(wire.ExpectedVersion) == "null" {
 		return invalid(cmd, "expectedVersion is missing; send the version you read (0 for a new aggregate)")
 	}
-	expectedVersion, err := wire.ExpectedVersion.Int64()
+	// Only a JSON integer literal: no quoted numbers, fractions or exponents.
+	expectedVersion, err := strconv.ParseInt(string(wire.ExpectedVersion), 10, 64)
 	if err != nil {
-		return invalid(cmd, "expectedVersion %s is not an integer", wire.ExpectedVersion.String())
+		return invalid(cmd, "expectedVersion %s is not an integer", wire.ExpectedVersion)
 	}
 	cmd.ExpectedVersion = expectedVersion
 	if expectedVersion < MustExist {
@@ -159,17 +161,26 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 	return cmd, nil
 }
 
-// Validate checks a command before it is sent: required fields, limits and
-// the expectedVersion range.
+// Validate checks a command before it is sent: required fields, limits,
+// UTF-8, and the expectedVersion range. Problems are returned as an
+// *InvalidError.
 func (c Command) Validate() error {
+	invalid := func(reason string) error {
+		return &InvalidError{CommandID: c.ID, AggregateID: c.AggregateID, Reason: reason}
+	}
 	if err := c.validateFields(); err != nil {
-		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: %s", c.ID, c.AggregateID, err)
+		return invalid(err.Error())
 	}
 	if c.ExpectedVersion < MustExist {
-		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: expectedVersion %d is not valid", c.ID, c.AggregateID, c.ExpectedVersion)
+		return invalid(fmt.Sprintf("expectedVersion %d is not valid: use N >= 0, -1 (any) or -2 (must exist)", c.ExpectedVersion))
 	}
 	if len(c.Payload) > 0 && !json.Valid(c.Payload) {
-		return errors.Wrapf(ErrInvalid, "command %q for aggregate %q: payload is not valid JSON", c.ID, c.AggregateID)
+		return invalid("payload is not valid JSON")
+	}
+	for key, value := range c.Metadata {
+		if !utf8.ValidString(key) || !utf8.ValidString(value) {
+			return invalid(fmt.Sprintf("metadata %q is not UTF-8", key))
+		}
 	}
 	return nil
 }
@@ -180,6 +191,8 @@ func (c Command) validateFields() error {
 		switch {
 		case value == "":
 			problems = append(problems, name+" is missing")
+		case !utf8.ValidString(value):
+			problems = append(problems, name+" is not UTF-8")
 		case len(value) > MaxIDLength:
 			problems = append(problems, fmt.Sprintf("%s is %d bytes, over the %d-byte limit", name, len(value), MaxIDLength))
 		}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/events"
@@ -146,7 +147,7 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 		for _, i := range byAggregate[aggregateID] {
 			ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
 			if outcome, ok := recorded[ref]; ok {
-				b.outcomes[i] = d.recordedOutcome(b, i, outcome)
+				b.outcomes[i] = d.recordedOutcome(b, i, outcome, run.version)
 				continue
 			}
 			if outcome, ok := run.decided[ref.CommandID]; ok {
@@ -196,12 +197,12 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 // same record again (a replay after an aborted transaction) publishes the
 // recorded records byte for byte; another record with the same ID is a
 // duplicate.
-func (d *decider) recordedOutcome(b *batch, i int, outcome versionstore.Outcome) decided {
+func (d *decider) recordedOutcome(b *batch, i int, outcome versionstore.Outcome, actualVersion int64) decided {
 	rec := b.records[i]
 	if outcome.Partition == rec.Partition && outcome.Offset == rec.Offset {
 		return decided{records: outcome.Records, kind: outcomeReplayed}
 	}
-	return d.duplicate(b, i, outcome, -1)
+	return d.duplicate(b, i, outcome, actualVersion)
 }
 
 func (d *decider) duplicate(b *batch, i int, original versionstore.Outcome, actualVersion int64) decided {
@@ -217,11 +218,9 @@ func (d *decider) duplicate(b *batch, i int, original versionstore.Outcome, actu
 		ExpectedVersion: events.Version(cmd.ExpectedVersion),
 		Message: fmt.Sprintf("command %s was already decided (%s at version %d, from partition %d offset %d); this record is not applied",
 			cmd.ID, originalReason, original.Version, original.Partition, original.Offset),
+		ActualVersion:   events.Version(actualVersion),
 		OriginalReason:  originalReason,
 		OriginalVersion: events.Version(original.Version),
-	}
-	if actualVersion >= 0 {
-		conflict.ActualVersion = events.Version(actualVersion)
 	}
 	return d.conflict(b, i, conflict)
 }
@@ -231,14 +230,17 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	cmd := b.commands[i]
 	h := d.registry.handlers[cmd.Type]
 	reject := func(reason events.Reason, message string) decided {
-		out := d.conflict(b, i, events.Conflict{
+		conflict := events.Conflict{
 			CommandID:       cmd.ID,
 			AggregateID:     cmd.AggregateID,
 			Reason:          reason,
 			ExpectedVersion: events.Version(cmd.ExpectedVersion),
-			ActualVersion:   events.Version(run.version),
 			Message:         message,
-		})
+		}
+		if reason != events.ReasonInvalid {
+			conflict.ActualVersion = events.Version(run.version)
+		}
+		out := d.conflict(b, i, conflict)
 		if reason != events.ReasonInvalid {
 			run.record(b, i, versionstore.Outcome{Reason: string(reason), Version: run.version, Records: out.records})
 		}
@@ -353,20 +355,23 @@ func safeDecide(ctx context.Context, h *handler, state any, version int64, cmd c
 	return h.decide(ctx, state, version, cmd)
 }
 
-// conflict encodes a conflict record for record i.
+// conflict encodes a conflict record for record i. The command record's
+// value is kept in it (as JSON, or base64 when it is not UTF-8 JSON) unless
+// that would make the record larger than the output limit: a conflict that
+// cannot be produced would block its partition.
 func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 	rec := b.records[i]
 	conflict.Source = events.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	conflict.Timestamp = b.now
-	if json.Valid(rec.Value) {
+	if utf8.Valid(rec.Value) && json.Valid(rec.Value) {
 		conflict.Command = rec.Value
 	} else {
 		conflict.RawValue = rec.Value
 	}
 	value, err := json.Marshal(conflict)
-	if err != nil {
-		// Only an unencodable command value could get here; keep it raw.
-		conflict.Command, conflict.RawValue = nil, rec.Value
+	if err != nil || len(value) > d.maxEventBytes {
+		conflict.Command, conflict.RawValue = nil, nil
+		conflict.Message += fmt.Sprintf(" (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", len(rec.Value))
 		value, _ = json.Marshal(conflict)
 	}
 	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict}

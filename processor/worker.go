@@ -77,6 +77,9 @@ type Config struct {
 
 // Hooks are optional callbacks into the batch cycle.
 type Hooks struct {
+	// BeforeRedisCommit is called once a batch is decided and before its
+	// versions are advanced in Redis.
+	BeforeRedisCommit func(ctx context.Context, params BatchParams)
 	// AfterRedisCommit is called once a batch's versions are advanced in
 	// Redis and before its transaction is committed. Fault-injection tests
 	// use it to stop a worker in exactly that gap.
@@ -222,7 +225,6 @@ func (w *Worker) newSession() (*kgo.GroupTransactSession, error) {
 		kgo.ConsumerGroup(w.cfg.Group),
 		kgo.ConsumeTopics(w.cfg.CommandsTopic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerBatchMaxBytes(1 << 20),
@@ -369,6 +371,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			return params, err
 		}
 		if len(b.changes) > 0 {
+			if w.cfg.Hooks.BeforeRedisCommit != nil {
+				w.cfg.Hooks.BeforeRedisCommit(ctx, BatchParams{Records: len(records), Applied: len(b.changes)})
+			}
 			commitCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
 			err := w.cfg.Store.Commit(commitCtx, b.changes)
 			cancel()

@@ -104,7 +104,7 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
-	ttl := strconv.FormatInt(s.opts.OutcomeTTL.Milliseconds(), 10)
+	ttl := strconv.FormatInt(max(s.opts.OutcomeTTL.Milliseconds(), 1), 10) // PX 0 would fail after the script wrote the version
 	keys := make([][]string, len(changes))
 	args := make([][]any, len(changes))
 	for i, change := range changes {

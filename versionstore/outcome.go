@@ -86,7 +86,7 @@ func decodeOutcome(commandID string, buf []byte) (Outcome, error) {
 	buf = buf[1:]
 	varint := func() (int64, bool) {
 		v, n := binary.Varint(buf)
-		if n <= 0 {
+		if n <= 0 || (n > 1 && buf[n-1] == 0) { // only the minimal encoding encodeOutcome writes
 			return 0, false
 		}
 		buf = buf[n:]
@@ -94,7 +94,7 @@ func decodeOutcome(commandID string, buf []byte) (Outcome, error) {
 	}
 	uvarint := func() (uint64, bool) {
 		v, n := binary.Uvarint(buf)
-		if n <= 0 {
+		if n <= 0 || (n > 1 && buf[n-1] == 0) {
 			return 0, false
 		}
 		buf = buf[n:]
@@ -111,7 +111,7 @@ func decodeOutcome(commandID string, buf []byte) (Outcome, error) {
 	partition, ok1 := varint()
 	offset, ok2 := varint()
 	version, ok3 := varint()
-	if !ok1 || !ok2 || !ok3 || len(buf) == 0 {
+	if !ok1 || !ok2 || !ok3 || len(buf) == 0 || buf[0] > 1 || partition != int64(int32(partition)) {
 		return o, errors.Wrapf(errCorruptOutcome, "command %s: truncated header", commandID)
 	}
 	o.Partition, o.Offset, o.Version = int32(partition), offset, version

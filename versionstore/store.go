@@ -5,7 +5,9 @@
 // # Key layout
 //
 // Every key of one aggregate shares the hash tag {<aggregateId>}, so one
-// script call touches one Redis Cluster slot:
+// script call touches one Redis Cluster slot. In keys, '\' in an aggregate ID
+// is written "\\" and '}' is written "\]", so the tag always spans the whole
+// ID and keys of different aggregates never coincide:
 //
 //	<prefix>:{<aggregateId>}            hash: v = version, t = aggregate type, s = state snapshot
 //	<prefix>:{<aggregateId>}:c:<cmdId>  string: the outcome decided for command cmdId (TTL)
@@ -19,6 +21,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -86,7 +89,7 @@ func (s *Store) aggregateKey(aggregateID string) string {
 	b.Grow(len(s.opts.KeyPrefix) + len(aggregateID) + 3)
 	b.WriteString(s.opts.KeyPrefix)
 	b.WriteString(":{")
-	b.WriteString(aggregateID)
+	writeEscaped(&b, aggregateID)
 	b.WriteString("}")
 	return b.String()
 }
@@ -96,10 +99,57 @@ func (s *Store) outcomeKey(aggregateID, commandID string) string {
 	b.Grow(len(s.opts.KeyPrefix) + len(aggregateID) + len(commandID) + 6)
 	b.WriteString(s.opts.KeyPrefix)
 	b.WriteString(":{")
-	b.WriteString(aggregateID)
+	writeEscaped(&b, aggregateID)
 	b.WriteString("}:c:")
 	b.WriteString(commandID)
 	return b.String()
+}
+
+// writeEscaped writes an aggregate ID so that it holds no '}': the hash tag
+// then always spans the whole ID, and no aggregate's key can be mistaken for
+// another's or for an outcome key. '\' becomes "\\" and '}' becomes "\]".
+func writeEscaped(b *strings.Builder, aggregateID string) {
+	if !strings.ContainsAny(aggregateID, `}\`) {
+		b.WriteString(aggregateID)
+		return
+	}
+	for i := 0; i < len(aggregateID); i++ {
+		switch c := aggregateID[i]; c {
+		case '\\':
+			b.WriteString(`\\`)
+		case '}':
+			b.WriteString(`\]`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+// unescapeAggregateID is the inverse of writeEscaped.
+func unescapeAggregateID(escaped string) (string, bool) {
+	if !strings.Contains(escaped, `\`) {
+		return escaped, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] != '\\' {
+			b.WriteByte(escaped[i])
+			continue
+		}
+		if i+1 == len(escaped) {
+			return "", false
+		}
+		i++
+		switch escaped[i] {
+		case '\\':
+			b.WriteByte('\\')
+		case ']':
+			b.WriteByte('}')
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
 }
 
 // Get returns one aggregate's version, type and state snapshot. An aggregate
@@ -193,4 +243,85 @@ func (s *Store) Put(ctx context.Context, aggregates []Aggregate) error {
 		return errors.Wrapf(err, "write %d aggregate versions", len(aggregates))
 	}
 	return nil
+}
+
+// Versions returns the version of every aggregate under the store's key
+// prefix, read with SCAN in pages: a slow full pass for checkers and tools,
+// never for the processing path. On a cluster client it scans every master.
+func (s *Store) Versions(ctx context.Context) (map[string]int64, error) {
+	versions := make(map[string]int64)
+	prefix := s.opts.KeyPrefix + ":{"
+	pattern := globEscape(prefix) + "*}"
+	scan := func(ctx context.Context, client redis.UniversalClient) error {
+		iter := client.Scan(ctx, 0, pattern, 1000).Iterator()
+		var keys []string
+		flush := func() error {
+			if len(keys) == 0 {
+				return nil
+			}
+			pipe := client.Pipeline()
+			cmds := make([]*redis.StringCmd, len(keys))
+			for i, key := range keys {
+				cmds[i] = pipe.HGet(ctx, key, "v")
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return errors.Wrap(err, "read aggregate versions")
+			}
+			for i, key := range keys {
+				escaped := key[len(prefix) : len(key)-1]
+				aggregateID, ok := unescapeAggregateID(escaped)
+				if !ok {
+					continue
+				}
+				version, err := cmds[i].Int64()
+				if err != nil {
+					continue
+				}
+				versions[aggregateID] = version
+			}
+			keys = keys[:0]
+			return nil
+		}
+		for iter.Next(ctx) {
+			key := iter.Val()
+			// Outcome keys hold "}:c:" inside; an aggregate key's escaped
+			// ID holds no '}'.
+			if len(key) < len(prefix)+2 || strings.Contains(key[len(prefix):len(key)-1], "}") {
+				continue
+			}
+			keys = append(keys, key)
+			if len(keys) == 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return errors.Wrap(err, "scan aggregate keys")
+		}
+		return flush()
+	}
+	if cluster, ok := s.client.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		err := cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return scan(ctx, node)
+		})
+		return versions, err
+	}
+	return versions, scan(ctx, s.client)
+}
+
+// globEscape escapes the characters Redis's MATCH treats as special.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -135,11 +135,11 @@ func (e *e2e) checkExactlyOnce(cmds []commands.Command, timeout time.Duration) (
 	for i, cmd := range cmds {
 		ids[i] = cmd.ID
 	}
-	got := e.out.WaitFor(timeout, ids...)
+	e.out.WaitFor(timeout, ids...)
 	// Outcomes that were not yet read cannot be doubled later: wait for one
 	// more quiet second of reading before judging.
 	time.Sleep(time.Second)
-	got = e.out.Snapshot()
+	got := e.out.Snapshot()
 	versions := make(map[string][]int64)
 	for _, cmd := range cmds {
 		o := got[cmd.ID]
@@ -249,4 +249,52 @@ func TestThreeWorkerProcesses(t *testing.T) {
 		t.Fatalf("the workload must have both applied and stale commands: %d applied, %d conflicts", applied, conflicts)
 	}
 	t.Logf("%d commands: %d applied, %d version conflicts", len(cmds), applied, conflicts)
+}
+
+// TestStalledWorkerWakesUpWithoutItsPartitions: a worker freezes (SIGSTOP)
+// with a batch in hand, either decided but not yet compare-and-set in Redis,
+// or set in Redis but not yet produced; it stays frozen past its session
+// timeout, so the other worker takes its partitions; then it wakes up
+// (SIGCONT) and carries on with its stale batch. Its Redis change must be
+// fenced, or its transaction refused, and every command still gets exactly
+// one outcome.
+func TestStalledWorkerWakesUpWithoutItsPartitions(t *testing.T) {
+	for _, hook := range []string{"ARBITER_TEST_STOP_BEFORE_REDIS_COMMIT", "ARBITER_TEST_STOP_AFTER_REDIS_COMMIT"} {
+		t.Run(hook, func(t *testing.T) {
+			e := newE2E(t, 6)
+			rng := rand.New(rand.NewSource(7))
+			cmds := workload(rng, "zombie", 60, 20, 0.1)
+			zombie := e.startWorker(hook + "=1")
+			waitFor(t, zombie, "worker starting")
+			e.send(cmds[:len(cmds)/2])
+			waitFor(t, zombie, "test hook fired")
+			e.startWorker()
+			e.send(cmds[len(cmds)/2:])
+			time.Sleep(9 * time.Second) // past the 6 s session timeout: the group moves on without it
+			zombie.Signal(syscall.SIGCONT)
+			waitFor(t, zombie, "test hook: woke up")
+			applied, conflicts := e.checkExactlyOnce(cmds, 120*time.Second)
+			t.Logf("%d commands through a stalled and woken worker: %d applied, %d conflicts", len(cmds), applied, conflicts)
+			zombie.Signal(syscall.SIGTERM)
+			if code := zombie.Wait(60 * time.Second); code != 0 {
+				t.Fatalf("the woken worker exited with %d after SIGTERM, want 0", code)
+			}
+			if aborted := loggedCount(t, zombie.Output(), "worker stopped", "transactions_aborted"); aborted == 0 &&
+				!strings.Contains(zombie.Output(), "transactional session failed") {
+				t.Fatalf("the woken worker's stale batch was neither aborted nor refused:\n%s", zombie.Output())
+			}
+		})
+	}
+}
+
+// waitFor waits until a process has printed text.
+func waitFor(t *testing.T, p *testkit.Process, text string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.Output(), text) {
+		if time.Now().After(deadline) || p.Exited() {
+			t.Fatalf("%s never printed %q:\n%s", p.Name, text, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
@@ -174,29 +175,44 @@ func startProgress(ctx context.Context, worker *processor.Worker, log *zap.Logge
 	return func() { cancel(); <-done }
 }
 
-// testHooks wires the fault-injection hooks that integration tests use. With
-// ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT=N the process exits (code 86) right
-// after the Redis compare-and-set of its N-th batch with new outcomes, before
-// anything is produced; with ARBITER_TEST_EXIT_BEFORE_END=N it exits once the
-// N-th such batch's records are in the open transaction, before it commits.
+// testHooks wires the fault-injection hooks that integration tests use, each
+// set by an environment variable whose value N picks the N-th batch with new
+// outcomes:
+//
+//	ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT   exit (code 86) after the Redis compare-and-set, before producing
+//	ARBITER_TEST_EXIT_BEFORE_END           exit with the batch's records in the open transaction
+//	ARBITER_TEST_STOP_BEFORE_REDIS_COMMIT  SIGSTOP itself after deciding, before the compare-and-set
+//	ARBITER_TEST_STOP_AFTER_REDIS_COMMIT   SIGSTOP itself after the compare-and-set, before producing
+//
+// A stopped worker is a zombie: the test wakes it with SIGCONT after the
+// group has given its partitions away.
 func testHooks(cfg *processor.Config, log *zap.Logger) error {
-	after, err := exitAfter("ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT", log)
-	if err != nil {
-		return err
+	hooks := []struct {
+		variable string
+		stop     bool
+		hook     *func(context.Context, processor.BatchParams)
+	}{
+		{"ARBITER_TEST_EXIT_AFTER_REDIS_COMMIT", false, &cfg.Hooks.AfterRedisCommit},
+		{"ARBITER_TEST_EXIT_BEFORE_END", false, &cfg.Hooks.BeforeEnd},
+		{"ARBITER_TEST_STOP_BEFORE_REDIS_COMMIT", true, &cfg.Hooks.BeforeRedisCommit},
+		{"ARBITER_TEST_STOP_AFTER_REDIS_COMMIT", true, &cfg.Hooks.AfterRedisCommit},
 	}
-	cfg.Hooks.AfterRedisCommit = after
-	before, err := exitAfter("ARBITER_TEST_EXIT_BEFORE_END", log)
-	if err != nil {
-		return err
+	for _, h := range hooks {
+		fn, err := faultAfter(h.variable, h.stop, log)
+		if err != nil {
+			return err
+		}
+		if fn != nil {
+			*h.hook = fn
+		}
 	}
-	cfg.Hooks.BeforeEnd = before
 	return nil
 }
 
 // testHookExitCode is the exit code of a process stopped by a test hook.
 const testHookExitCode = 86
 
-func exitAfter(variable string, log *zap.Logger) (func(context.Context, processor.BatchParams), error) {
+func faultAfter(variable string, stop bool, log *zap.Logger) (func(context.Context, processor.BatchParams), error) {
 	value := os.Getenv(variable)
 	if value == "" {
 		return nil, nil
@@ -211,10 +227,16 @@ func exitAfter(variable string, log *zap.Logger) (func(context.Context, processo
 			return
 		}
 		seen++
-		if seen >= n {
-			log.Warn("test hook: exiting mid-batch", zap.String("hook", variable), zap.Int("batch", seen), zap.Int("records", params.Records))
-			_ = log.Sync()
-			os.Exit(testHookExitCode)
+		if seen != n {
+			return
 		}
+		log.Warn("test hook fired", zap.String("hook", variable), zap.Int("batch", seen), zap.Int("records", params.Records))
+		_ = log.Sync()
+		if stop {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			log.Warn("test hook: woke up", zap.String("hook", variable))
+			return
+		}
+		os.Exit(testHookExitCode)
 	}, nil
 }

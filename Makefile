@@ -1,0 +1,36 @@
+# Entry points of the project; the logic lives in scripts/.
+#
+#   make test        the test command: stack up, lint, go test -race ./..., stack down
+#   make lint        gofmt, go vet, staticcheck
+#   make build       build every package and bin/arbiter
+#   make stack-up    start Kafka and Redis for tests (then: source .stack/env)
+#   make stack-down  stop them
+
+.PHONY: test lint build stack-up stack-down stack-status stack-logs stack-topics
+
+test:
+	scripts/test.sh
+
+lint:
+	scripts/lint.sh
+
+build:
+	go build ./...
+	CGO_ENABLED=0 go build -trimpath -o bin/arbiter ./cmd/arbiter
+
+stack-up:
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status
+
+stack-logs:
+	scripts/stack.sh logs
+
+# The worker's topics (commands, events, conflicts; 12 partitions each, as
+# in docker-compose.yml), for running the worker by hand against the stack.
+stack-topics:
+	scripts/stack.sh topics

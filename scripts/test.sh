@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test.sh — the project's test command (`make test`, and so .ci/run): starts
+# the stack (scripts/stack.sh), runs the static checks (scripts/lint.sh)
+# while the broker boots, runs every test with the race detector against the
+# stack, and stops the stack however the run ends. Exits non-zero if any
+# step failed. CI=true (set by CI) makes integration tests fail, not skip,
+# when a server is missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+mkdir -p .stack
+up_log=.stack/up.log
+up_pid=
+
+stop_stack() {
+  # The up may still run (interrupted early): stack.sh's lock makes down
+  # wait for it, so nothing it started is left behind.
+  if [[ -n $up_pid ]]; then
+    wait "$up_pid" 2>/dev/null || true
+  fi
+  echo "test: stopping the stack"
+  scripts/stack.sh down || echo "test: scripts/stack.sh down failed" >&2
+}
+trap stop_stack EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start=$SECONDS
+scripts/stack.sh up >"$up_log" 2>&1 &
+up_pid=$!
+
+failed=()
+scripts/lint.sh || failed+=(lint)
+
+echo "test: waiting for the stack"
+up_status=0
+wait "$up_pid" || up_status=$?
+up_pid=
+cat "$up_log"
+if ((up_status != 0)); then
+  echo "test: FAILED: scripts/stack.sh up exited $up_status (logs: .stack/logs/)"
+  exit 1
+fi
+# shellcheck source=/dev/null
+source .stack/env
+
+echo "test: go test -race -count=1 -timeout 12m ./... (CI=${CI:-})"
+go test -race -count=1 -timeout 12m ./... || failed+=("go test")
+
+echo "test: finished in $((SECONDS - start))s"
+if ((${#failed[@]})); then
+  echo "test: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "test: ok"
