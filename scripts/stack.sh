@@ -25,6 +25,7 @@
 #   ARBITER_STACK_REDIS_PORT         redis-server port    (16379)
 #   ARBITER_STACK_KAFKA_TIMEOUT      readiness timeout, s (180)
 #   ARBITER_STACK_TOPIC_PARTITIONS   partitions of each topic `topics` creates (12)
+#   ARBITER_STACK_DIR                state, logs and env  (.stack in the repo)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,7 @@ if [[ -z ${HOME:-} ]]; then
   HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
   export HOME
 fi
-STATE="$ROOT/.stack"
+STATE="${ARBITER_STACK_DIR:-$ROOT/.stack}"
 LOGS="$STATE/logs"
 POM="$ROOT/deployments/kafka/pom.xml"
 SERVER_PROPERTIES="$ROOT/deployments/kafka/server.properties"
