@@ -52,7 +52,7 @@ type aggregateRun struct {
 	state       any
 	stateLoaded bool
 	stateDirty  bool
-	decided     map[string]versionstore.Outcome
+	decided     map[string]versionstore.Decision
 	outcomes    []versionstore.Outcome
 }
 
@@ -125,7 +125,10 @@ func (b *batch) loadRequest() ([]string, []versionstore.CommandRef) {
 // decide decides every valid command of the batch against the loaded
 // aggregates and recorded outcomes, aggregates in parallel and each
 // aggregate's commands in record order.
-func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Outcome) error {
+//
+// recorded holds the decisions Redis already has; replays holds the outcome
+// records of those that are replays of this batch's own records.
+func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Decision, replays map[versionstore.CommandRef]versionstore.Outcome) error {
 	byAggregate := make(map[string][]int)
 	var order []string
 	for i, cmd := range b.commands {
@@ -141,17 +144,21 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 	errs := make([]error, len(order))
 	parallel(len(order), func(j int) {
 		aggregateID := order[j]
-		run := &aggregateRun{loaded: aggregates[aggregateID], decided: make(map[string]versionstore.Outcome)}
+		run := &aggregateRun{loaded: aggregates[aggregateID], decided: make(map[string]versionstore.Decision)}
 		run.version = run.loaded.Version
 		run.typeName = run.loaded.Type
 		for _, i := range byAggregate[aggregateID] {
 			ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
-			if outcome, ok := recorded[ref]; ok {
-				b.outcomes[i] = d.recordedOutcome(b, i, outcome, run.version)
+			if decision, ok := recorded[ref]; ok {
+				if isReplay(b.records[i], decision) {
+					b.outcomes[i] = decided{records: replays[ref].Records, kind: outcomeReplayed}
+				} else {
+					b.outcomes[i] = d.duplicate(b, i, decision, run.version)
+				}
 				continue
 			}
-			if outcome, ok := run.decided[ref.CommandID]; ok {
-				b.outcomes[i] = d.duplicate(b, i, outcome, run.version)
+			if decision, ok := run.decided[ref.CommandID]; ok {
+				b.outcomes[i] = d.duplicate(b, i, decision, run.version)
 				continue
 			}
 			outcome, err := d.decideOne(ctx, b, i, run)
@@ -193,19 +200,47 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 	return nil
 }
 
-// recordedOutcome answers a command whose outcome Redis already holds: the
-// same record again (a replay after an aborted transaction) publishes the
-// recorded records byte for byte; another record with the same ID is a
-// duplicate.
-func (d *decider) recordedOutcome(b *batch, i int, outcome versionstore.Outcome, actualVersion int64) decided {
-	rec := b.records[i]
-	if outcome.Partition == rec.Partition && outcome.Offset == rec.Offset {
-		return decided{records: outcome.Records, kind: outcomeReplayed}
+// forgettable appends the commands whose outcome records this batch wrote
+// to Redis: once its transaction committed, a replay can no longer need them.
+func (b *batch) forgettable(refs []versionstore.CommandRef) []versionstore.CommandRef {
+	for _, change := range b.changes {
+		for _, outcome := range change.Outcomes {
+			refs = append(refs, versionstore.CommandRef{AggregateID: change.AggregateID, CommandID: outcome.CommandID})
+		}
 	}
-	return d.duplicate(b, i, outcome, actualVersion)
+	for i, outcome := range b.outcomes {
+		if outcome.kind == outcomeReplayed {
+			refs = append(refs, versionstore.CommandRef{AggregateID: b.commands[i].AggregateID, CommandID: b.commands[i].ID})
+		}
+	}
+	return refs
 }
 
-func (d *decider) duplicate(b *batch, i int, original versionstore.Outcome, actualVersion int64) decided {
+// isReplay tells whether a decided command's record is the very record that
+// was decided: a replay after an aborted transaction, which re-publishes the
+// recorded outcome byte for byte. Another record with the same command ID is
+// a duplicate.
+func isReplay(rec *kgo.Record, decision versionstore.Decision) bool {
+	return decision.Partition == rec.Partition && decision.Offset == rec.Offset
+}
+
+// replayRefs lists the batch's records whose decision Redis holds for that
+// very record: their outcome records must be loaded to be re-published.
+func (b *batch) replayRefs(recorded map[versionstore.CommandRef]versionstore.Decision) []versionstore.CommandRef {
+	var refs []versionstore.CommandRef
+	for i, cmd := range b.commands {
+		if b.invalid[i] != nil {
+			continue
+		}
+		ref := versionstore.CommandRef{AggregateID: cmd.AggregateID, CommandID: cmd.ID}
+		if decision, ok := recorded[ref]; ok && isReplay(b.records[i], decision) {
+			refs = append(refs, ref)
+		}
+	}
+	return refs
+}
+
+func (d *decider) duplicate(b *batch, i int, original versionstore.Decision, actualVersion int64) decided {
 	cmd := b.commands[i]
 	originalReason := events.OriginalApplied
 	if !original.Applied {
@@ -341,7 +376,7 @@ func (run *aggregateRun) record(b *batch, i int, outcome versionstore.Outcome) {
 	outcome.Partition = rec.Partition
 	outcome.Offset = rec.Offset
 	run.outcomes = append(run.outcomes, outcome)
-	run.decided[outcome.CommandID] = outcome
+	run.decided[outcome.CommandID] = outcome.Decision()
 }
 
 // safeDecide runs a handler, turning a panic into a rejection so that one

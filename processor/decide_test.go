@@ -76,10 +76,14 @@ func newHarness(t *testing.T) *harness {
 	server := miniredis.RunT(t)
 	client := redis.NewClient(&redis.Options{Addr: server.Addr()})
 	t.Cleanup(func() { _ = client.Close() })
+	store := versionstore.New(client, versionstore.Options{KeyPrefix: "test"})
+	if err := store.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return &harness{
 		t:       t,
 		decider: &decider{registry: testRegistry(t), maxRecordBytes: 1 << 20, maxEventBytes: 1 << 16},
-		store:   versionstore.New(client, versionstore.Options{KeyPrefix: "test"}),
+		store:   store,
 	}
 }
 
@@ -96,20 +100,31 @@ func command(id, aggregateID, commandType string, expectedVersion int64, payload
 	return fmt.Sprintf(`{"id":%q,"aggregateId":%q,"type":%q,"expectedVersion":%d,"payload":%s}`, id, aggregateID, commandType, expectedVersion, payload)
 }
 
+// load reads what a decided batch needs and decides it, as a worker does.
+func (h *harness) load(b *batch) {
+	h.t.Helper()
+	ctx := context.Background()
+	aggregateIDs, refs := b.loadRequest()
+	aggregates, recorded, err := h.store.Load(ctx, aggregateIDs, refs)
+	if err != nil {
+		h.t.Fatalf("load: %v", err)
+	}
+	replays, err := h.store.LoadOutcomes(ctx, b.replayRefs(recorded))
+	if err != nil {
+		h.t.Fatalf("load outcomes to replay: %v", err)
+	}
+	if err := h.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
+		h.t.Fatalf("decide: %v", err)
+	}
+}
+
 // run takes records through the batch cycle a worker runs, minus Kafka.
 func (h *harness) run(records ...*kgo.Record) *batch {
 	h.t.Helper()
 	ctx := context.Background()
 	b := &batch{records: records, now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
 	h.decider.decode(b)
-	aggregateIDs, refs := b.loadRequest()
-	aggregates, recorded, err := h.store.Load(ctx, aggregateIDs, refs)
-	if err != nil {
-		h.t.Fatalf("load: %v", err)
-	}
-	if err := h.decider.decide(ctx, b, aggregates, recorded); err != nil {
-		h.t.Fatalf("decide: %v", err)
-	}
+	h.load(b)
 	if err := h.store.Commit(ctx, b.changes); err != nil {
 		h.t.Fatalf("commit: %v", err)
 	}
@@ -287,14 +302,7 @@ func TestDecideReplayIsByteForByte(t *testing.T) {
 	// A later clock on the replay must not leak into the replayed records.
 	replay := &batch{records: first, now: original.now.Add(time.Hour)}
 	h.decider.decode(replay)
-	ids, refs := replay.loadRequest()
-	aggregates, recorded, err := h.store.Load(context.Background(), ids, refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.decider.decide(context.Background(), replay, aggregates, recorded); err != nil {
-		t.Fatal(err)
-	}
+	h.load(replay)
 	if len(replay.changes) != 0 {
 		t.Fatalf("a replay wrote %d changes to redis; it must only re-publish", len(replay.changes))
 	}
@@ -326,17 +334,10 @@ func TestDecideFencedByAnotherWorker(t *testing.T) {
 	ctx := context.Background()
 	stale := &batch{records: []*kgo.Record{h.record("a-1", command("c1", "a-1", "Add", 0, `{"amounts":[1]}`))}, now: time.Now()}
 	h.decider.decode(stale)
-	ids, refs := stale.loadRequest()
-	aggregates, recorded, err := h.store.Load(ctx, ids, refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.decider.decide(ctx, stale, aggregates, recorded); err != nil {
-		t.Fatal(err)
-	}
+	h.load(stale)
 	// Meanwhile the partition's new owner decides another command.
 	h.run(h.record("a-1", command("c9", "a-1", "Add", 0, `{"amounts":[9]}`)))
-	err = h.store.Commit(ctx, stale.changes)
+	err := h.store.Commit(ctx, stale.changes)
 	if err == nil {
 		t.Fatal("a change decided on version 0 was written over version 1")
 	}

@@ -193,5 +193,12 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 			}
 		}
 	}
+	if !cfg.DryRun {
+		// Redis now holds what the events topic says: workers waiting on a
+		// missing marker resume.
+		if err := cfg.Store.Init(ctx); err != nil {
+			return report, err
+		}
+	}
 	return report, nil
 }

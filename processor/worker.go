@@ -20,6 +20,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
@@ -183,6 +184,9 @@ type Worker struct {
 	log     *zap.Logger
 	decider *decider
 	stats   Stats
+	// forget lists the commands whose outcome records can be deleted: their
+	// transaction committed. Only the Run goroutine touches it.
+	forget []versionstore.CommandRef
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -190,6 +194,9 @@ type Stats struct {
 	Records, Applied, Conflicts, Replayed atomic.Int64
 	Committed, Aborted                    atomic.Int64
 	RedisRoundTrips                       atomic.Int64
+	// AmnesiaWaits counts the times the worker stopped because Redis had
+	// lost its data.
+	AmnesiaWaits atomic.Int64
 }
 
 // New returns a Worker for the configuration.
@@ -251,6 +258,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.String("transactional_id", w.TransactionalID()),
 		zap.Int("max_batch", w.cfg.MaxBatch),
 	)
+	if err := w.ensureInitialized(ctx); err != nil {
+		return err
+	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		sess, err := w.newSession()
@@ -313,7 +323,8 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession)
 		if err := sess.Begin(); err != nil {
 			return errors.Wrap(err, "begin transaction")
 		}
-		params, produceErr := w.processBatch(batchCtx, sess, records)
+		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
+		params, produceErr := w.processBatch(batchCtx, sess, b)
 		commit := kgo.TryCommit
 		if produceErr != nil {
 			commit = kgo.TryAbort
@@ -328,6 +339,11 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession)
 		committed, err := sess.End(endCtx, commit)
 		cancel()
 		params.Committed = committed
+		if committed && err == nil {
+			// The outcome records are no longer needed for a replay; the
+			// next batch's load deletes them.
+			w.forget = b.forgettable(w.forget)
+		}
 		if committed {
 			w.stats.Committed.Add(1)
 			w.stats.Records.Add(int64(params.Records))
@@ -343,10 +359,101 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession)
 		if err != nil {
 			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
 		}
-		if produceErr != nil {
+		switch {
+		case errors.Is(produceErr, versionstore.ErrAmnesia):
+			// Holding the partitions while waiting keeps other workers from
+			// deciding against the empty Redis too; the group may still
+			// move them if the wait outlasts the rebalance timeout, and
+			// their new owner waits the same way.
+			if err := w.waitForRebuild(ctx); err != nil {
+				return nil
+			}
+		case produceErr != nil:
 			time.Sleep(backoff.next())
-		} else {
+		default:
 			backoff.reset()
+		}
+	}
+}
+
+// ensureInitialized checks Redis holds Arbiter's data before the first
+// batch. A Redis without the marker is initialised when the events topic is
+// empty (a fresh deployment); otherwise it has lost data, and the worker
+// waits for a rebuild.
+func (w *Worker) ensureInitialized(ctx context.Context) error {
+	ok, err := w.cfg.Store.Initialized(ctx)
+	if err != nil {
+		return errors.Wrap(err, "check redis")
+	}
+	if ok {
+		return nil
+	}
+	empty, err := w.eventsTopicEmpty(ctx)
+	if err != nil {
+		return err
+	}
+	if empty {
+		w.log.Info("initialising redis for arbiter: no marker yet and no events")
+		return w.cfg.Store.Init(ctx)
+	}
+	return w.waitForRebuild(ctx)
+}
+
+func (w *Worker) eventsTopicEmpty(ctx context.Context) (bool, error) {
+	client, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.cfg.Brokers...)}, w.cfg.KafkaOptions...)...)
+	if err != nil {
+		return false, errors.Wrap(err, "create a Kafka client")
+	}
+	defer client.Close()
+	admin := kadm.NewClient(client)
+	starts, err := admin.ListStartOffsets(ctx, w.cfg.EventsTopic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return false, errors.Wrapf(err, "list the offsets of topic %s", w.cfg.EventsTopic)
+	}
+	ends, err := admin.ListEndOffsets(ctx, w.cfg.EventsTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return false, errors.Wrapf(err, "list the offsets of topic %s", w.cfg.EventsTopic)
+	}
+	empty := true
+	ends.Each(func(end kadm.ListedOffset) {
+		if start, ok := starts.Lookup(end.Topic, end.Partition); !ok || start.Offset != end.Offset {
+			empty = false
+		}
+	})
+	return empty, nil
+}
+
+// waitForRebuild blocks until the amnesia marker is back (written by
+// 'arbiter rebuild-versions'), saying why every 30 seconds. It returns an
+// error only when ctx ends.
+func (w *Worker) waitForRebuild(ctx context.Context) error {
+	w.stats.AmnesiaWaits.Add(1)
+	said := time.Time{}
+	for {
+		if time.Since(said) >= 30*time.Second {
+			w.log.Error("processing stopped: "+versionstore.ErrAmnesia.Error()+"; the worker resumes by itself once the rebuild is done",
+				zap.String("events_topic", w.cfg.EventsTopic))
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		ok, err := w.cfg.Store.Initialized(ctx)
+		if err != nil {
+			w.log.Warn("cannot check redis for the initialization marker", zap.Error(err))
+			continue
+		}
+		if ok {
+			w.log.Info("redis holds arbiter's data again; processing resumes")
+			return nil
 		}
 	}
 }
@@ -354,20 +461,35 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession)
 // processBatch decides a batch, advances Redis and produces the outcome
 // records into the open transaction. An error means the transaction must be
 // aborted.
-func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (BatchParams, error) {
+func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, b *batch) (BatchParams, error) {
+	records := b.records
 	params := BatchParams{Records: len(records)}
-	b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
 	w.decider.decode(b)
 	aggregateIDs, refs := b.loadRequest()
 	if len(aggregateIDs) > 0 {
 		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-		aggregates, recorded, err := w.cfg.Store.Load(loadCtx, aggregateIDs, refs)
+		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
+			AggregateIDs: aggregateIDs, Commands: refs, Forget: w.forget,
+		})
 		cancel()
 		w.stats.RedisRoundTrips.Add(1)
 		if err != nil {
 			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
 		}
-		if err := w.decider.decide(ctx, b, aggregates, recorded); err != nil {
+		w.forget = w.forget[:0]
+		var replays map[versionstore.CommandRef]versionstore.Outcome
+		if replayRefs := b.replayRefs(recorded); len(replayRefs) > 0 {
+			// Only after an aborted transaction: the outcomes decided then
+			// are re-published exactly as recorded.
+			loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+			replays, err = w.cfg.Store.LoadOutcomes(loadCtx, replayRefs)
+			cancel()
+			w.stats.RedisRoundTrips.Add(1)
+			if err != nil {
+				return params, errors.Wrapf(err, "load %d recorded outcomes to replay", len(replayRefs))
+			}
+		}
+		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 			return params, err
 		}
 		if len(b.changes) > 0 {

@@ -9,38 +9,45 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// commitScript advances one aggregate atomically: it checks the aggregate is
-// still at the version the decision was made on (fencing off any other worker
-// that moved it meanwhile), checks no outcome is recorded yet for the
-// commands, then writes the new version and snapshot and records each
-// command's outcome with a TTL.
+// commitScript advances one aggregate atomically: it checks Redis still
+// holds Arbiter's data (the amnesia marker), checks the aggregate is still at
+// the version the decision was made on (fencing off any other worker that
+// moved it meanwhile), checks no command is decided yet, then writes the new
+// version and snapshot and records each command's decision and outcome.
 //
-// KEYS[1]     the aggregate hash
-// KEYS[2..n]  the outcome keys of the decided commands
-// ARGV[1]     the version the decision was made on
-// ARGV[2]     the new version
-// ARGV[3]     the aggregate type
-// ARGV[4]     the new state snapshot
-// ARGV[5]     the outcome TTL in milliseconds
-// ARGV[6..]   the encoded outcomes, one per outcome key
+// KEYS[1]           the aggregate hash
+// KEYS[2]           the amnesia marker of the aggregate's slot
+// KEYS[2+2i-1, 2+2i] the decision and outcome keys of the i-th command
+// ARGV[1]           the version the decision was made on
+// ARGV[2]           the new version
+// ARGV[3]           the aggregate type
+// ARGV[4]           the new state snapshot
+// ARGV[5]           the outcome TTL in milliseconds
+// ARGV[6]           the decision TTL in milliseconds
+// ARGV[6+2i-1, 6+2i] the i-th command's encoded decision and outcome
 //
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
-// moved, and {2, i} when the i-th command already has a recorded outcome.
+// moved, {2, i} when the i-th command was already decided, and {3, 0} when the
+// marker is missing.
 var commitScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {3, 0}
+end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then
   return {0, tonumber(current)}
 end
-for i = 2, #KEYS do
+for i = 3, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    return {2, i - 1}
+    return {2, (i - 1) / 2}
   end
 end
 if ARGV[2] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4])
 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[5])
+for i = 3, #KEYS, 2 do
+  redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[6])
+  redis.call('SET', KEYS[i + 1], ARGV[i + 5], 'PX', ARGV[5])
 end
 return {1, tonumber(ARGV[2])}
 `)
@@ -104,23 +111,26 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
-	ttl := strconv.FormatInt(max(s.opts.OutcomeTTL.Milliseconds(), 1), 10) // PX 0 would fail after the script wrote the version
+	// PX 0 would fail after the script wrote the version.
+	outcomeTTL := strconv.FormatInt(max(s.opts.OutcomeTTL.Milliseconds(), 1), 10)
+	dedupeTTL := strconv.FormatInt(max(s.opts.DedupeTTL.Milliseconds(), 1), 10)
 	keys := make([][]string, len(changes))
 	args := make([][]any, len(changes))
 	for i, change := range changes {
-		k := make([]string, 0, 1+len(change.Outcomes))
-		a := make([]any, 0, 5+len(change.Outcomes))
-		k = append(k, s.aggregateKey(change.AggregateID))
+		k := make([]string, 0, 2+2*len(change.Outcomes))
+		a := make([]any, 0, 6+2*len(change.Outcomes))
+		k = append(k, s.aggregateKey(change.AggregateID), s.markerKey(change.AggregateID))
 		a = append(a,
 			strconv.FormatInt(change.FromVersion, 10),
 			strconv.FormatInt(change.ToVersion, 10),
 			change.Type,
 			change.State,
-			ttl,
+			outcomeTTL,
+			dedupeTTL,
 		)
 		for _, outcome := range change.Outcomes {
-			k = append(k, s.outcomeKey(change.AggregateID, outcome.CommandID))
-			a = append(a, encodeOutcome(outcome))
+			k = append(k, s.decisionKey(change.AggregateID, outcome.CommandID), s.outcomeKey(change.AggregateID, outcome.CommandID))
+			a = append(a, encodeDecision(outcome.Decision()), encodeOutcome(outcome))
 		}
 		keys[i], args[i] = k, a
 	}
@@ -186,6 +196,8 @@ func fencedResult(change Change, val any) error {
 		return nil
 	case 0:
 		return &FencedError{AggregateID: change.AggregateID, ExpectedVersion: change.FromVersion, ActualVersion: detail}
+	case 3:
+		return errors.Wrapf(ErrAmnesia, "aggregate %s", change.AggregateID)
 	case 2:
 		commandID := ""
 		if detail >= 1 && int(detail) <= len(change.Outcomes) {

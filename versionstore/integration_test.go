@@ -29,7 +29,7 @@ func realStore(t *testing.T, opts Options) *Store {
 		opts.KeyPrefix = testenv.Name(t, "versionstore")
 	}
 	t.Cleanup(func() { deleteKeys(t, client, opts.KeyPrefix+":") })
-	return New(client, opts)
+	return initialized(t, New(client, opts))
 }
 
 func realStores(t *testing.T) *Store { return realStore(t, Options{}) }
@@ -267,9 +267,10 @@ func ownRedis(t *testing.T, options testenv.RedisServerOptions) (*Store, *testen
 	t.Helper()
 	server := testenv.StartRedisServer(t, options)
 	client := server.Client()
+	store := initialized(t, New(client, Options{OutcomeTTL: time.Hour}))
 	recorder := &pipelineRecorder{}
 	client.AddHook(recorder)
-	return New(client, Options{OutcomeTTL: time.Hour}), server, recorder
+	return store, server, recorder
 }
 
 // TestRedisNoScript: a NOSCRIPT reply means the script did not run, so Commit

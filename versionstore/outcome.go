@@ -152,3 +152,92 @@ func decodeOutcome(commandID string, buf []byte) (Outcome, error) {
 	}
 	return o, nil
 }
+
+// Decision is the short, long-lived record of what was decided for one
+// command: enough to recognise a replay of the same command record and to
+// answer a duplicate, without the published records.
+type Decision struct {
+	CommandID string
+	Partition int32
+	Offset    int64
+	Applied   bool
+	Reason    string
+	Version   int64
+}
+
+// Decision returns the outcome's short record.
+func (o Outcome) Decision() Decision {
+	return Decision{CommandID: o.CommandID, Partition: o.Partition, Offset: o.Offset, Applied: o.Applied, Reason: o.Reason, Version: o.Version}
+}
+
+// Reason codes keep the decision record small: the common reasons are one
+// byte, any other is stored as its text after reasonOther.
+const (
+	reasonApplied         = 'a'
+	reasonVersionConflict = 'v'
+	reasonRejected        = 'r'
+	reasonOther           = 'o'
+)
+
+// encodeDecision encodes a decision in a few bytes: reason code, then
+// partition, offset and version as varints.
+func encodeDecision(d Decision) []byte {
+	buf := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(d.Reason))
+	switch {
+	case d.Applied:
+		buf = append(buf, reasonApplied)
+	case d.Reason == "version_conflict":
+		buf = append(buf, reasonVersionConflict)
+	case d.Reason == "rejected":
+		buf = append(buf, reasonRejected)
+	default:
+		buf = append(buf, reasonOther)
+	}
+	buf = binary.AppendVarint(buf, int64(d.Partition))
+	buf = binary.AppendVarint(buf, d.Offset)
+	buf = binary.AppendVarint(buf, d.Version)
+	if buf[0] == reasonOther {
+		buf = append(buf, d.Reason...)
+	}
+	return buf
+}
+
+// decodeDecision is the inverse of encodeDecision.
+func decodeDecision(commandID string, buf []byte) (Decision, error) {
+	d := Decision{CommandID: commandID}
+	if len(buf) < 4 {
+		return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: %d bytes", commandID, len(buf))
+	}
+	code := buf[0]
+	buf = buf[1:]
+	var values [3]int64
+	for i := range values {
+		v, n := binary.Varint(buf)
+		if n <= 0 || (n > 1 && buf[n-1] == 0) {
+			return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: bad varint", commandID)
+		}
+		values[i] = v
+		buf = buf[n:]
+	}
+	if values[0] != int64(int32(values[0])) {
+		return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: partition out of range", commandID)
+	}
+	d.Partition, d.Offset, d.Version = int32(values[0]), values[1], values[2]
+	switch code {
+	case reasonApplied:
+		d.Applied = true
+	case reasonVersionConflict:
+		d.Reason = "version_conflict"
+	case reasonRejected:
+		d.Reason = "rejected"
+	case reasonOther:
+		d.Reason = string(buf)
+		buf = nil
+	default:
+		return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: unknown reason code %q", commandID, code)
+	}
+	if len(buf) != 0 {
+		return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: %d trailing bytes", commandID, len(buf))
+	}
+	return d, nil
+}

@@ -10,11 +10,20 @@
 // ID and keys of different aggregates never coincide:
 //
 //	<prefix>:{<aggregateId>}            hash: v = version, t = aggregate type, s = state snapshot
-//	<prefix>:{<aggregateId>}:c:<cmdId>  string: the outcome decided for command cmdId (TTL)
+//	<prefix>:{<aggregateId>}:d:<cmdId>  string: the decision on command cmdId (a few bytes; DedupeTTL)
+//	<prefix>:{<aggregateId>}:c:<cmdId>  string: the decided outcome's records, for replays (OutcomeTTL;
+//	                                    deleted once the outcome's Kafka transaction committed)
+//	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
+//	                                    (on Redis Cluster one per slot: <prefix>:{<slot tag>}:initialized)
 //
-// The prefix defaults to "arbiter". Command IDs are therefore scoped per
-// aggregate: duplicate detection covers one aggregate's commands for as long
-// as Options.OutcomeTTL.
+// The prefix defaults to "arbiter". Command IDs are scoped per aggregate:
+// duplicate detection covers one aggregate's commands for DedupeTTL.
+//
+// The marker guards against amnesia: a Redis that lost its data (restarted
+// without persistence, failed over to an empty replica) must not be decided
+// against, since every aggregate would look new. Every compare-and-set checks
+// the marker and fails with ErrAmnesia without it; Init writes it, after
+// rebuilding the versions from the events topic when there are any.
 package versionstore
 
 import (
@@ -32,11 +41,16 @@ import (
 type Options struct {
 	// KeyPrefix starts every key. default: "arbiter"
 	KeyPrefix string
-	// OutcomeTTL is how long a decided outcome is kept under its command
-	// ID. It bounds both the replay window (a worker that dies between the
-	// compare-and-set and the Kafka commit must be replaced within it) and
-	// the duplicate-detection window. default: 24h
+	// OutcomeTTL is how long a decided outcome's records are kept for a
+	// replay when its Kafka transaction never commits: a worker that dies
+	// between the compare-and-set and the commit must be replaced within
+	// it. Workers delete the records once the transaction committed, so
+	// this bounds memory only in that failure. default: 24h
 	OutcomeTTL time.Duration
+	// DedupeTTL is how long the short decision record of each command is
+	// kept: the window in which a second record with the same command ID is
+	// recognised as a duplicate. default: 24h
+	DedupeTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -46,20 +60,29 @@ func (o *Options) setDefaults() {
 	if o.OutcomeTTL <= 0 {
 		o.OutcomeTTL = 24 * time.Hour
 	}
+	if o.DedupeTTL <= 0 {
+		o.DedupeTTL = 24 * time.Hour
+	}
 }
 
 // Store reads and advances aggregate versions in Redis. It is safe for
 // concurrent use.
 type Store struct {
-	client redis.UniversalClient
-	opts   Options
+	client  redis.UniversalClient
+	opts    Options
+	cluster bool
+	// slotTags holds, on Redis Cluster, one hash tag per slot for the
+	// per-slot amnesia markers; computed on first use.
+	slotTagsOnce sync.Once
+	slotTags     []string
 }
 
 // New returns a Store over a Redis client (a plain, failover or cluster
 // client).
 func New(client redis.UniversalClient, opts Options) *Store {
 	opts.setDefaults()
-	return &Store{client: client, opts: opts}
+	_, cluster := client.(*redis.ClusterClient)
+	return &Store{client: client, opts: opts, cluster: cluster}
 }
 
 // Client returns the Redis client the store uses.
@@ -95,14 +118,89 @@ func (s *Store) aggregateKey(aggregateID string) string {
 }
 
 func (s *Store) outcomeKey(aggregateID, commandID string) string {
+	return s.commandKey(aggregateID, "}:c:", commandID)
+}
+
+func (s *Store) decisionKey(aggregateID, commandID string) string {
+	return s.commandKey(aggregateID, "}:d:", commandID)
+}
+
+func (s *Store) commandKey(aggregateID, kind, commandID string) string {
 	var b strings.Builder
 	b.Grow(len(s.opts.KeyPrefix) + len(aggregateID) + len(commandID) + 6)
 	b.WriteString(s.opts.KeyPrefix)
 	b.WriteString(":{")
 	writeEscaped(&b, aggregateID)
-	b.WriteString("}:c:")
+	b.WriteString(kind)
 	b.WriteString(commandID)
 	return b.String()
+}
+
+// markerKey returns the amnesia marker that guards an aggregate: one per
+// Redis, or on Redis Cluster one per slot, in the aggregate's slot.
+func (s *Store) markerKey(aggregateID string) string {
+	if !s.cluster {
+		return s.opts.KeyPrefix + ":initialized"
+	}
+	var b strings.Builder
+	writeEscaped(&b, aggregateID)
+	return s.slotMarkerKey(clusterSlot(b.String()))
+}
+
+func (s *Store) slotMarkerKey(slot int) string {
+	s.slotTagsOnce.Do(func() { s.slotTags = slotTags() })
+	return s.opts.KeyPrefix + ":{" + s.slotTags[slot] + "}:initialized"
+}
+
+// markerKeys returns every marker key.
+func (s *Store) markerKeys() []string {
+	if !s.cluster {
+		return []string{s.opts.KeyPrefix + ":initialized"}
+	}
+	keys := make([]string, clusterSlots)
+	for slot := range keys {
+		keys[slot] = s.slotMarkerKey(slot)
+	}
+	return keys
+}
+
+// ErrAmnesia is returned when Redis has lost Arbiter's data: its marker is
+// missing. Deciding against it would take every aggregate for new. Rebuild
+// the versions from the events topic (arbiter rebuild-versions), which
+// writes the marker again.
+var ErrAmnesia = errors.New("redis has lost arbiter's data (no initialization marker): stop the workers or let them wait, and run 'arbiter rebuild-versions'")
+
+// Initialized reports whether every amnesia marker is present.
+func (s *Store) Initialized(ctx context.Context) (bool, error) {
+	keys := s.markerKeys()
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, key := range keys {
+		cmds[i] = pipe.Exists(ctx, key)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, errors.Wrap(err, "check the initialization marker")
+	}
+	for _, cmd := range cmds {
+		if cmd.Val() == 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Init writes the amnesia markers: this Redis now holds Arbiter's data. Call
+// it on a fresh deployment (no events yet) or after rebuilding the versions
+// from the events topic, never on a Redis that lost data without a rebuild.
+func (s *Store) Init(ctx context.Context) error {
+	pipe := s.client.Pipeline()
+	for _, key := range s.markerKeys() {
+		pipe.Set(ctx, key, time.Now().UTC().Format(time.RFC3339), 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return errors.Wrap(err, "write the initialization marker")
+	}
+	return nil
 }
 
 // writeEscaped writes an aggregate ID so that it holds no '}': the hash tag
@@ -162,50 +260,107 @@ func (s *Store) Get(ctx context.Context, aggregateID string) (Aggregate, error) 
 	return aggregates[aggregateID], nil
 }
 
+// LoadRequest lists what one batch needs from Redis.
+type LoadRequest struct {
+	// AggregateIDs are the aggregates to read.
+	AggregateIDs []string
+	// Commands are the commands whose decisions are wanted.
+	Commands []CommandRef
+	// Forget are commands whose outcome records are no longer needed (their
+	// transaction committed); they are deleted in the same round trip.
+	Forget []CommandRef
+}
+
 // Load reads, in one pipelined round trip, the given aggregates and the
-// recorded outcomes of the given commands. Aggregates that do not exist are
-// returned at version 0; commands without a recorded outcome are absent from
-// the second map.
-func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandRef) (map[string]Aggregate, map[CommandRef]Outcome, error) {
-	aggregates := make(map[string]Aggregate, len(aggregateIDs))
-	outcomes := make(map[CommandRef]Outcome)
-	if len(aggregateIDs) == 0 && len(refs) == 0 {
-		return aggregates, outcomes, nil
+// decisions recorded for the given commands. Aggregates that do not exist
+// are returned at version 0; commands without a decision are absent from the
+// second map.
+func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandRef) (map[string]Aggregate, map[CommandRef]Decision, error) {
+	return s.LoadBatch(ctx, LoadRequest{AggregateIDs: aggregateIDs, Commands: refs})
+}
+
+// LoadBatch is Load that also deletes the outcome records of req.Forget in
+// the same round trip.
+func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggregate, map[CommandRef]Decision, error) {
+	aggregates := make(map[string]Aggregate, len(req.AggregateIDs))
+	decisions := make(map[CommandRef]Decision)
+	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 {
+		return aggregates, decisions, nil
 	}
 	pipe := s.client.Pipeline()
-	aggregateCmds := make([]*redis.SliceCmd, len(aggregateIDs))
-	for i, id := range aggregateIDs {
+	aggregateCmds := make([]*redis.SliceCmd, len(req.AggregateIDs))
+	for i, id := range req.AggregateIDs {
 		aggregateCmds[i] = pipe.HMGet(ctx, s.aggregateKey(id), "v", "t", "s")
 	}
-	outcomeCmds := make([]*redis.StringCmd, len(refs))
-	for i, ref := range refs {
-		outcomeCmds[i] = pipe.Get(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
+	decisionCmds := make([]*redis.StringCmd, len(req.Commands))
+	for i, ref := range req.Commands {
+		decisionCmds[i] = pipe.Get(ctx, s.decisionKey(ref.AggregateID, ref.CommandID))
+	}
+	for _, ref := range req.Forget {
+		pipe.Unlink(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command outcomes", len(aggregateIDs), len(refs))
+		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command decisions", len(req.AggregateIDs), len(req.Commands))
 	}
-	for i, id := range aggregateIDs {
+	for i, id := range req.AggregateIDs {
 		aggregate, err := parseAggregate(id, aggregateCmds[i].Val())
 		if err != nil {
 			return nil, nil, err
 		}
 		aggregates[id] = aggregate
 	}
-	for i, ref := range refs {
-		value, err := outcomeCmds[i].Bytes()
+	for i, ref := range req.Commands {
+		value, err := decisionCmds[i].Bytes()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {
-			return nil, nil, errors.Wrapf(err, "load outcome of command %s of aggregate %s", ref.CommandID, ref.AggregateID)
+			return nil, nil, errors.Wrapf(err, "load the decision on command %s of aggregate %s", ref.CommandID, ref.AggregateID)
 		}
-		outcome, err := decodeOutcome(ref.CommandID, value)
+		decision, err := decodeDecision(ref.CommandID, value)
 		if err != nil {
 			return nil, nil, errors.Wrapf(err, "aggregate %s", ref.AggregateID)
 		}
+		decisions[ref] = decision
+	}
+	return aggregates, decisions, nil
+}
+
+// ErrOutcomeExpired is returned by LoadOutcomes when a command's decision is
+// recorded but its outcome records are gone: its transaction never committed
+// and OutcomeTTL passed before a worker replayed it.
+var ErrOutcomeExpired = errors.New("the outcome records of a decided command expired before its replay")
+
+// LoadOutcomes reads the outcome records of decided commands, for replaying
+// them, in one pipelined round trip.
+func (s *Store) LoadOutcomes(ctx context.Context, refs []CommandRef) (map[CommandRef]Outcome, error) {
+	outcomes := make(map[CommandRef]Outcome, len(refs))
+	if len(refs) == 0 {
+		return outcomes, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(refs))
+	for i, ref := range refs {
+		cmds[i] = pipe.Get(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, errors.Wrapf(err, "load %d command outcomes", len(refs))
+	}
+	for i, ref := range refs {
+		value, err := cmds[i].Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil, errors.Wrapf(ErrOutcomeExpired, "command %s of aggregate %s (raise OutcomeTTL / --outcome-ttl)", ref.CommandID, ref.AggregateID)
+		}
+		if err != nil {
+			return nil, errors.Wrapf(err, "load outcome of command %s of aggregate %s", ref.CommandID, ref.AggregateID)
+		}
+		outcome, err := decodeOutcome(ref.CommandID, value)
+		if err != nil {
+			return nil, errors.Wrapf(err, "aggregate %s", ref.AggregateID)
+		}
 		outcomes[ref] = outcome
 	}
-	return aggregates, outcomes, nil
+	return outcomes, nil
 }
 
 func parseAggregate(id string, fields []any) (Aggregate, error) {
@@ -284,8 +439,8 @@ func (s *Store) Versions(ctx context.Context) (map[string]int64, error) {
 		}
 		for iter.Next(ctx) {
 			key := iter.Val()
-			// Outcome keys hold "}:c:" inside; an aggregate key's escaped
-			// ID holds no '}'.
+			// Command keys hold "}:c:" or "}:d:" inside; an aggregate
+			// key's escaped ID holds no '}'.
 			if len(key) < len(prefix)+2 || strings.Contains(key[len(prefix):len(key)-1], "}") {
 				continue
 			}

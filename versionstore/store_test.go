@@ -37,7 +37,17 @@ func newMiniStore(t *testing.T, opts Options) (*Store, *miniredis.Miniredis) {
 			t.Errorf("close Redis client: %v", err)
 		}
 	})
-	return New(client, opts), server
+	return initialized(t, New(client, opts)), server
+}
+
+// initialized writes the store's amnesia marker, as a worker does on a fresh
+// deployment, and returns the store.
+func initialized(t testing.TB, store *Store) *Store {
+	t.Helper()
+	if err := store.Init(context.Background()); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	return store
 }
 
 // miniStores makes a new miniredis-backed store for each call.
@@ -96,12 +106,23 @@ func mustGet(t testing.TB, store *Store, aggregateID string) Aggregate {
 func mustOutcome(t testing.TB, store *Store, aggregateID, commandID string) (outcome Outcome, ok bool) {
 	t.Helper()
 	ref := CommandRef{AggregateID: aggregateID, CommandID: commandID}
-	_, outcomes, err := store.Load(context.Background(), nil, []CommandRef{ref})
+	_, decisions, err := store.Load(context.Background(), nil, []CommandRef{ref})
 	if err != nil {
-		t.Fatalf("Load outcome of %+v failed: %v", ref, err)
+		t.Fatalf("Load decision of %+v failed: %v", ref, err)
 	}
-	outcome, ok = outcomes[ref]
-	return outcome, ok
+	decision, ok := decisions[ref]
+	if !ok {
+		return Outcome{}, false
+	}
+	outcomes, err := store.LoadOutcomes(context.Background(), []CommandRef{ref})
+	if err != nil {
+		t.Fatalf("LoadOutcomes of %+v failed: %v", ref, err)
+	}
+	outcome = outcomes[ref]
+	if outcome.Decision() != decision {
+		t.Fatalf("the decision %+v and the outcome %+v of %+v disagree", decision, outcome.Decision(), ref)
+	}
+	return outcome, true
 }
 
 // sameAggregate reports how got differs from want, "" when it does not.
@@ -200,15 +221,25 @@ func runCommitThenLoad(t *testing.T, store *Store) {
 	if len(outcomes) != len(wantOutcomes) {
 		t.Errorf("Load returned %d outcomes, want %d (commands without a recorded outcome must be absent): %v", len(outcomes), len(wantOutcomes), outcomes)
 	}
+	full, err := store.LoadOutcomes(ctx, refs[:4])
+	if err != nil {
+		t.Fatalf("LoadOutcomes failed: %v", err)
+	}
 	for ref, want := range wantOutcomes {
-		got, ok := outcomes[ref]
+		decision, ok := outcomes[ref]
 		if !ok {
-			t.Errorf("outcome of %+v was committed but Load does not return it", ref)
+			t.Errorf("outcome of %+v was committed but Load does not return its decision", ref)
 			continue
 		}
-		if diff := sameOutcome(got, want); diff != "" {
+		if decision != want.Decision() {
+			t.Errorf("decision on %+v is %+v, committed %+v", ref, decision, want.Decision())
+		}
+		if diff := sameOutcome(full[ref], want); diff != "" {
 			t.Errorf("outcome of %+v is not what was committed: %s", ref, diff)
 		}
+	}
+	if _, err := store.LoadOutcomes(ctx, refs[4:5]); !errors.Is(err, ErrOutcomeExpired) {
+		t.Errorf("LoadOutcomes of a command never decided = %v, want ErrOutcomeExpired", err)
 	}
 }
 
@@ -477,7 +508,7 @@ func TestLoadCorruptData(t *testing.T) {
 		{
 			name: "corrupt outcome",
 			prepare: func(ctx context.Context, store *Store) error {
-				return store.Client().Set(ctx, store.outcomeKey("a", "c-1"), []byte{outcomeFormat, 0}, 0).Err()
+				return store.Client().Set(ctx, store.decisionKey("a", "c-1"), []byte{'x', 0, 0, 0}, 0).Err()
 			},
 			isCorruptOutcome: true,
 		},
@@ -519,10 +550,13 @@ func TestOutcomeTTL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store, server := newMiniStore(t, Options{OutcomeTTL: tt.ttl})
+			store, server := newMiniStore(t, Options{OutcomeTTL: tt.ttl, DedupeTTL: tt.ttl})
 			mustCommit(t, store, testChange("a", 0, 1, "c-1"))
 			if got := server.TTL(store.outcomeKey("a", "c-1")); got != tt.wantTTL {
 				t.Errorf("TTL of the outcome key = %s, want %s", got, tt.wantTTL)
+			}
+			if got := server.TTL(store.decisionKey("a", "c-1")); got != tt.wantTTL {
+				t.Errorf("TTL of the decision key = %s, want %s", got, tt.wantTTL)
 			}
 			if got := server.TTL(store.aggregateKey("a")); got != 0 {
 				t.Errorf("TTL of the aggregate hash = %s, want none: versions must never expire", got)
@@ -675,8 +709,8 @@ func runStoreMatchesModel(t *testing.T, store *Store) {
 					rt.Fatalf("outcome of %+v present = %t; the model says %t", ref, ok, recorded)
 				case ok && got.CommandID != ref.CommandID:
 					rt.Fatalf("outcome of %+v has CommandID %q", ref, got.CommandID)
-				case ok && !bytes.Equal(encodeOutcome(got), want):
-					rt.Fatalf("outcome of %+v was overwritten: it is %x, the first recorded was %x", ref, encodeOutcome(got), want)
+				case ok && !bytes.Equal(mustLoadOutcome(rt, store, ref), want):
+					rt.Fatalf("outcome of %+v was overwritten: it is %x, the first recorded was %x", ref, mustLoadOutcome(rt, store, ref), want)
 				}
 			}
 		}
@@ -748,8 +782,8 @@ func runStoreMatchesModel(t *testing.T, store *Store) {
 	})
 }
 
-// crc16 is the CRC16-CCITT (XMODEM) that Redis Cluster hashes keys with.
-func crc16(s string) uint16 {
+// bitwiseCRC16 is the CRC16-CCITT (XMODEM) that Redis Cluster hashes keys with.
+func bitwiseCRC16(s string) uint16 {
 	var crc uint16
 	for i := 0; i < len(s); i++ {
 		crc ^= uint16(s[i]) << 8
@@ -764,21 +798,21 @@ func crc16(s string) uint16 {
 	return crc
 }
 
-// clusterSlot is the Redis Cluster slot of a key: the hash of its hash tag,
+// keySlot is the Redis Cluster slot of a key: the hash of its hash tag,
 // the part between the first '{' and the first '}' after it, when that part
 // is not empty; of the whole key otherwise.
-func clusterSlot(key string) int {
+func keySlot(key string) int {
 	if start := strings.IndexByte(key, '{'); start >= 0 {
 		if end := strings.IndexByte(key[start+1:], '}'); end > 0 {
 			key = key[start+1 : start+1+end]
 		}
 	}
-	return int(crc16(key) % 16384)
+	return int(bitwiseCRC16(key) % 16384)
 }
 
 func TestClusterSlot(t *testing.T) {
-	if got := crc16("123456789"); got != 0x31c3 {
-		t.Fatalf("crc16(123456789) = %#x, want 0x31c3 (the Redis Cluster specification's check value)", got)
+	if got := bitwiseCRC16("123456789"); got != 0x31c3 {
+		t.Fatalf("bitwiseCRC16(123456789) = %#x, want 0x31c3 (the Redis Cluster specification's check value)", got)
 	}
 	tests := []struct {
 		key  string
@@ -790,12 +824,12 @@ func TestClusterSlot(t *testing.T) {
 		{key: "foo{bar}{zap}", want: "bar"},
 	}
 	for _, tt := range tests {
-		if got, want := clusterSlot(tt.key), int(crc16(tt.want)%16384); got != want {
-			t.Errorf("clusterSlot(%q) = %d, want %d, the slot of %q (Redis Cluster specification examples)", tt.key, got, want, tt.want)
+		if got, want := keySlot(tt.key), int(bitwiseCRC16(tt.want)%16384); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d, the slot of %q (Redis Cluster specification examples)", tt.key, got, want, tt.want)
 		}
 	}
-	if got := clusterSlot("foo"); got != 12182 {
-		t.Errorf("clusterSlot(foo) = %d, want 12182 (CLUSTER KEYSLOT foo)", got)
+	if got := keySlot("foo"); got != 12182 {
+		t.Errorf("keySlot(foo) = %d, want 12182 (CLUSTER KEYSLOT foo)", got)
 	}
 }
 
@@ -840,17 +874,22 @@ func TestKeyLayout(t *testing.T) {
 			if strings.Count(tag, "}") != 1 {
 				t.Fatalf("the hash tag %q holds a '}' of the ID: it ends early", tag)
 			}
-			keys := server.Keys()
-			if len(keys) != 1+len(commandIDs) {
-				t.Fatalf("keys = %q, want the aggregate hash and %d outcome keys", keys, len(commandIDs))
+			var keys []string
+			for _, key := range server.Keys() {
+				if key != prefix+":initialized" { // the marker, one per Redis
+					keys = append(keys, key)
+				}
+			}
+			if len(keys) != 1+2*len(commandIDs) {
+				t.Fatalf("keys = %q, want the aggregate hash and %d decision and outcome keys", keys, 2*len(commandIDs))
 			}
 			var problems []string
-			slot := clusterSlot(tag)
+			slot := keySlot(tag)
 			for _, key := range keys {
 				if !strings.HasPrefix(key, tag) {
 					problems = append(problems, fmt.Sprintf("key %q does not start with %q", key, tag))
 				}
-				if got := clusterSlot(key); got != slot {
+				if got := keySlot(key); got != slot {
 					problems = append(problems, fmt.Sprintf("key %q is in cluster slot %d, the aggregate hash %q in slot %d", key, got, tag, slot))
 				}
 			}
@@ -939,4 +978,29 @@ func TestVersions(t *testing.T) {
 	if len(versions) != 2 || versions["a}b"] != 3 || versions["plain"] != 1 {
 		t.Fatalf("Versions = %v, want a}b at 3 and plain at 1 (and no outcome keys)", versions)
 	}
+}
+
+// TestSlotFunctions checks the store's table-driven CRC16 against the
+// test's bitwise one, and that every slot gets a marker tag in its slot.
+func TestSlotFunctions(t *testing.T) {
+	for _, s := range []string{"", "a", "foo", "prod-123", "商品", "\x00\xff", strings.Repeat("z", 300)} {
+		if got, want := crc16(s), bitwiseCRC16(s); got != want {
+			t.Errorf("crc16(%q) = %d, the bitwise CRC16 says %d", s, got, want)
+		}
+	}
+	tags := slotTags()
+	for slot, tag := range tags {
+		if clusterSlot(tag) != slot || strings.ContainsAny(tag, "{}") {
+			t.Fatalf("the marker tag %q of slot %d hashes to slot %d", tag, slot, clusterSlot(tag))
+		}
+	}
+}
+
+// mustLoadOutcome returns the encoded outcome recorded for ref.
+func mustLoadOutcome(rt *rapid.T, store *Store, ref CommandRef) []byte {
+	outcomes, err := store.LoadOutcomes(context.Background(), []CommandRef{ref})
+	if err != nil {
+		rt.Fatalf("LoadOutcomes of %+v: %v", ref, err)
+	}
+	return encodeOutcome(outcomes[ref])
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -69,7 +70,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() != 1 {
 		return usagef("usage: arbiter get [flags] <aggregate-id>")
 	}
-	store, closeStore, err := f.redisStore(ctx, 0)
+	store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := f.checkTopics(ctx, f.eventsTopic); err != nil {
 		return err
 	}
-	store, closeStore, err := f.redisStore(ctx, 0)
+	store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
 	if err != nil {
 		return err
 	}

@@ -109,8 +109,9 @@ func (c *commonFlags) logger(stderr io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(stderr), level)), nil
 }
 
-// redisStore connects to Redis and checks it answers.
-func (c *commonFlags) redisStore(ctx context.Context, outcomeTTL time.Duration) (*versionstore.Store, func(), error) {
+// redisStore connects to Redis, checks it answers, and returns a store with
+// opts (the key prefix comes from the flags).
+func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Options) (*versionstore.Store, func(), error) {
 	if c.redisURL == "" {
 		return nil, nil, usagef("no Redis: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
 	}
@@ -125,7 +126,8 @@ func (c *commonFlags) redisStore(ctx context.Context, outcomeTTL time.Duration) 
 		_ = client.Close()
 		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL and that redis-server runs", opts.Addr)}
 	}
-	store := versionstore.New(client, versionstore.Options{KeyPrefix: c.keyPrefix, OutcomeTTL: outcomeTTL})
+	storeOpts.KeyPrefix = c.keyPrefix
+	store := versionstore.New(client, storeOpts)
 	return store, func() { _ = client.Close() }, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"go.uber.org/zap"
 )
@@ -26,6 +27,7 @@ type workerFlags struct {
 	sessionTimeout        time.Duration
 	transactionTimeout    time.Duration
 	outcomeTTL            time.Duration
+	dedupeTTL             time.Duration
 	embeddedKafka         string
 	embeddedRedis         string
 	dataDir               string
@@ -50,7 +52,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", 1<<20), "size limit of a command record; larger ones are invalid (ARBITER_MAX_RECORD_BYTES)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", envDuration("ARBITER_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout (ARBITER_SESSION_TIMEOUT)")
 	fs.DurationVar(&f.transactionTimeout, "transaction-timeout", envDuration("ARBITER_TRANSACTION_TIMEOUT", 10*time.Second), "Kafka transaction timeout (ARBITER_TRANSACTION_TIMEOUT)")
-	fs.DurationVar(&f.outcomeTTL, "outcome-ttl", envDuration("ARBITER_OUTCOME_TTL", 24*time.Hour), "how long decided outcomes are kept for replays and duplicate detection (ARBITER_OUTCOME_TTL)")
+	fs.DurationVar(&f.outcomeTTL, "outcome-ttl", envDuration("ARBITER_OUTCOME_TTL", 24*time.Hour), "how long an uncommitted outcome's records are kept for a replay (ARBITER_OUTCOME_TTL)")
+	fs.DurationVar(&f.dedupeTTL, "dedupe-ttl", envDuration("ARBITER_DEDUPE_TTL", 24*time.Hour), "how long a command ID is recognised as a duplicate (ARBITER_DEDUPE_TTL)")
 	fs.StringVar(&f.embeddedKafka, "embedded-kafka-addr", envString("ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092"), "address of the embedded Kafka, when neither --brokers nor --redis is given")
 	fs.StringVar(&f.embeddedRedis, "embedded-redis-addr", envString("ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399"), "address of the embedded Redis")
 	fs.StringVar(&f.dataDir, "data-dir", envString("ARBITER_DATA_DIR", defaultDataDir()), "where the embedded Kafka keeps its data (ARBITER_DATA_DIR)")
@@ -86,7 +89,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer embedded.close()
 		f.brokers, f.redisURL = embedded.kafkaAddr, "redis://"+embedded.redisAddr+"/0"
-		store, closeStore, err := f.redisStore(ctx, f.outcomeTTL)
+		store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL})
 		if err != nil {
 			return err
 		}
@@ -108,7 +111,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}
-	store, closeStore, err := f.redisStore(ctx, f.outcomeTTL)
+	store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL})
 	if err != nil {
 		return err
 	}
