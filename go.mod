@@ -14,6 +14,7 @@ require (
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
+	golang.org/x/image v0.34.0
 	honnef.co/go/tools v0.8.2
 	pgregory.net/rapid v1.3.0
 )

@@ -6,6 +6,7 @@
 //	arbiter topics create [flags]     create the commands, events and conflicts topics
 //	arbiter get [flags] <aggregate>   print an aggregate's version and state as Redis holds them
 //	arbiter rebuild-versions [flags]  recompute versions and snapshots in Redis from the events topic
+//	arbiter bench [flags]             measure workers: throughput, latency, round trips, CPU, Redis memory
 //
 // Exit codes: 0 success; 1 a failure while running; 2 a usage or
 // configuration error; 3 Kafka or Redis could not be reached; 4 a check found
@@ -58,6 +59,8 @@ Usage:
   arbiter topics create [flags]      create the commands, events and conflicts topics
   arbiter get [flags] <aggregate-id> print an aggregate's version and state as Redis holds them
   arbiter rebuild-versions [flags]   recompute versions and snapshots in Redis from the events topic
+  arbiter bench [flags]              measure workers against Kafka and Redis (embedded when neither
+                                     is given); --baseline adds the per-command design beside it
 
 Run 'arbiter <command> -h' for a command's flags. Every flag has an ARBITER_* environment variable.
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 Kafka or Redis unreachable,
@@ -89,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runGet(ctx, args[1:], stdout, stderr)
 	case "rebuild-versions":
 		err = runRebuild(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
 	default:
 		err = usagef("unknown command %q; run 'arbiter help' for the list", args[0])
 	}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/internal/bench"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/cockroachdb/errors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// defaultPlotPath is where --sweep draws its plot unless --plot says
+// otherwise; BENCHMARKS.md shows the one in the repository.
+const defaultPlotPath = "docs/bench/throughput-latency.png"
+
+// runBench measures workers: see internal/bench and BENCHMARKS.md.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var (
+		cfg        bench.Config
+		brokers    string
+		redisURL   string
+		sweep      string
+		plotPath   string
+		asJSON     bool
+		cpuProfile string
+		memProfile string
+		logLevel   string
+		n          = fs.Int("n", 200_000, "commands of the batched run")
+	)
+	fs.StringVar(&brokers, "brokers", envString("ARBITER_BROKERS", ""), "Kafka seed brokers, comma-separated; with neither --brokers nor --redis the bench runs on an embedded kfake and miniredis (ARBITER_BROKERS)")
+	fs.StringVar(&redisURL, "redis", envString("ARBITER_REDIS_URL", ""), "Redis URL, redis://host:port/db (ARBITER_REDIS_URL)")
+	fs.IntVar(&cfg.Aggregates, "aggregates", 10_000, "aggregates the commands go to, each picked uniformly at random")
+	fs.Float64Var(&cfg.Stale, "stale", 0.1, "share of commands with a stale expectedVersion (they become version_conflict records)")
+	fs.IntVar(&cfg.Partitions, "partitions", 12, "partitions of the run's topics (the bench creates and deletes its own)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "in-process workers (default 1 unless --worker-processes is given)")
+	fs.IntVar(&cfg.WorkerProcesses, "worker-processes", 0, "workers as `arbiter worker` processes of this binary; their CPU is read from /proc")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "offered load in commands/s; 0 preloads every command, then starts the workers (saturation)")
+	fs.IntVar(&cfg.Batch, "batch", 2000, "the worker's MaxBatch: records per poll, Redis round trip pair and transaction")
+	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the per-command baseline (--batch 1) and print the speed-up")
+	fs.IntVar(&cfg.BaselineN, "baseline-n", 0, "commands of the baseline run (default n/20, at least 500)")
+	fs.StringVar(&sweep, "sweep", "", "offered loads as fractions of each configuration's measured peak, e.g. 0.25,0.5,0.75,1,1.25; draws the plot")
+	fs.DurationVar(&cfg.SweepDuration, "sweep-duration", 10*time.Second, "how long each sweep point offers its load")
+	fs.StringVar(&plotPath, "plot", defaultPlotPath, "where --sweep writes its PNG plot")
+	fs.StringVar(&cfg.Tuning.Compression, "compression", "", "codec of the worker's outcome batches: none, snappy, lz4, zstd (default: franz-go's, snappy; in-process workers)")
+	fs.DurationVar(&cfg.Tuning.Linger, "linger", 0, "the worker producer's linger (default: franz-go's, 10ms; in-process workers)")
+	fs.DurationVar(&cfg.LoadLinger, "load-linger", 0, "the load generator's producer linger; negative keeps franz-go's 10ms")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated workload")
+	fs.DurationVar(&cfg.RunTimeout, "timeout", 10*time.Minute, "time limit of each run")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", envInt("ARBITER_TEST_KAFKA_PID", 0), "process ID of the broker, to report its CPU per 1,000 commands (ARBITER_TEST_KAFKA_PID)")
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the batched run's processing window (in-process workers)")
+	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile at the end of the batched run (in-process workers)")
+	fs.StringVar(&logLevel, "log-level", "warn", "log level of the in-process workers")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("bench takes no arguments, got %q", fs.Args())
+	}
+	cfg.N = *n
+	level, err := zapcore.ParseLevel(logLevel)
+	if err != nil {
+		return usagef("--log-level %q: use debug, info, warn or error", logLevel)
+	}
+	encoderConfig := zap.NewProductionEncoderConfig()
+	encoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.Logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(encoderConfig), zapcore.AddSync(stderr), level))
+	cfg.Progress = stderr
+	if sweep != "" {
+		for _, field := range strings.Split(sweep, ",") {
+			f, err := strconv.ParseFloat(strings.TrimSpace(field), 64)
+			if err != nil {
+				return usagef("--sweep %q: want comma-separated fractions of the peak, e.g. 0.25,0.5,1", sweep)
+			}
+			cfg.Sweep = append(cfg.Sweep, f)
+		}
+	}
+	if cfg.WorkerProcesses > 0 {
+		cfg.WorkerBinary, err = os.Executable()
+		if err != nil {
+			return errors.Wrap(err, "find the arbiter binary for the worker processes")
+		}
+	}
+	for _, p := range []struct {
+		path string
+		dst  *io.Writer
+	}{{cpuProfile, &cfg.CPUProfile}, {memProfile, &cfg.MemProfile}} {
+		if p.path == "" {
+			continue
+		}
+		file, err := os.Create(p.path)
+		if err != nil {
+			return usagef("create profile %s: %v", p.path, err)
+		}
+		defer file.Close()
+		*p.dst = file
+	}
+
+	switch {
+	case brokers == "" && redisURL == "":
+		embedded, err := startEmbedded(ctx, embeddedConfig{
+			kafkaAddr: "127.0.0.1:0", redisAddr: "127.0.0.1:0", partitions: int32(cfg.Partitions), log: zap.NewNop(),
+		})
+		if err != nil {
+			return err
+		}
+		defer embedded.close()
+		cfg.Brokers = []string{embedded.kafkaAddr}
+		cfg.RedisURL = "redis://" + embedded.redisAddr + "/0"
+		cfg.Target = "EMBEDDED (not a real broker): kfake and miniredis in this process"
+		cfg.BrokerPID = 0
+	case brokers == "" || redisURL == "":
+		return usagef("give both --brokers and --redis, or neither for the embedded servers")
+	default:
+		f := commonFlags{brokers: brokers, redisURL: redisURL}
+		cfg.Brokers = f.brokerList()
+		cfg.RedisURL = redisURL
+		store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
+		if err != nil {
+			return err
+		}
+		_ = store
+		closeStore()
+		cfg.Target = "Kafka " + brokers + ", Redis " + redisURL
+	}
+
+	report, err := bench.Run(ctx, cfg)
+	if err != nil {
+		var configErr *bench.ConfigError
+		var unreachable *bench.UnreachableError
+		switch {
+		case errors.As(err, &configErr):
+			return usagef("%v", err)
+		case errors.As(err, &unreachable):
+			return &unreachableError{err: err}
+		}
+		return err
+	}
+	if report.Sweep != nil && plotPath != "" {
+		if err := os.MkdirAll(filepath.Dir(plotPath), 0o755); err != nil {
+			return errors.Wrapf(err, "create the plot's directory for %s", plotPath)
+		}
+		file, err := os.Create(plotPath)
+		if err != nil {
+			return errors.Wrapf(err, "create the plot %s", plotPath)
+		}
+		title := "arbiter bench: " + report.Target + " · " + strconv.Itoa(report.Machine.CPUs) + " CPUs · " +
+			strconv.Itoa(report.Settings.Partitions) + " partitions · " + strconv.Itoa(report.Settings.Aggregates) + " aggregates"
+		if err := report.Sweep.WritePlot(file, title); err != nil {
+			_ = file.Close()
+			return err
+		}
+		if err := file.Close(); err != nil {
+			return errors.Wrapf(err, "write the plot %s", plotPath)
+		}
+		printf(stderr, "bench: plot written to %s\n", plotPath)
+	}
+	if asJSON {
+		encoded, err := json.MarshalIndent(report, "", "  ")
+		if err != nil {
+			return errors.Wrap(err, "encode the report")
+		}
+		printf(stdout, "%s\n", encoded)
+		return nil
+	}
+	report.WriteTable(stdout)
+	return nil
+}

@@ -1,0 +1,589 @@
+// Package bench is `arbiter bench`: it measures Arbiter workers against a
+// Kafka broker and a Redis server, with the Product example domain as the
+// load. A run creates its own topics, consumer group and Redis key prefix,
+// produces N commands over A aggregates (a share of them stale), runs W
+// workers (in-process or as `arbiter worker` processes) and reads every
+// outcome back as a read_committed consumer, timing each command from the
+// moment it was produced to the moment its outcome was readable.
+//
+// The per-command baseline is the same worker with a batch of one record:
+// one poll, two Redis round trips and one Kafka transaction per command.
+// Running both in one invocation makes the speed-up a ratio measured on one
+// machine at one moment.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"runtime/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+)
+
+// Config configures a bench invocation. Zero fields take the defaults noted.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// RedisURL is the redis:// URL of the Redis server. Required.
+	RedisURL string
+	// Target describes the servers in the report, e.g.
+	// "EMBEDDED (not a real broker)". default: the broker and Redis addresses
+	Target string
+	// N is the number of commands of the batched run. default: 200000
+	N int
+	// Aggregates is the number of aggregates the commands go to.
+	// default: 10000
+	Aggregates int
+	// Stale is the share of commands with a stale expectedVersion, which
+	// must become version conflicts. default: 0.1 (a negative value means 0)
+	Stale float64
+	// Partitions of the commands, events and conflicts topics. default: 12
+	Partitions int
+	// Workers is the number of in-process workers. default: 1 unless
+	// WorkerProcesses is set
+	Workers int
+	// WorkerProcesses is the number of `arbiter worker` processes, run from
+	// WorkerBinary; it excludes Workers.
+	WorkerProcesses int
+	// WorkerBinary is the arbiter binary for WorkerProcesses.
+	WorkerBinary string
+	// Rate is the offered load in commands per second; 0 preloads every
+	// command before the workers start (saturation).
+	Rate float64
+	// Batch is the worker's MaxBatch. default: 2000
+	Batch int
+	// Baseline adds the per-command baseline run (Batch 1) with BaselineN
+	// commands.
+	Baseline bool
+	// BaselineN is the baseline's number of commands. default: N/20, at
+	// least 500
+	BaselineN int
+	// Sweep lists offered loads as fractions of each configuration's
+	// measured peak; each becomes a fixed-rate run of SweepDuration.
+	Sweep []float64
+	// SweepDuration is how long each sweep point offers load. default: 10s
+	SweepDuration time.Duration
+	// Tuning are the worker knobs beyond the batch size.
+	Tuning Tuning
+	// LoadLinger is the load generator's producer linger; negative keeps
+	// the franz-go default (10ms). default: 0 (send at once)
+	LoadLinger time.Duration
+	// Seed makes the workload reproducible. default: 1
+	Seed uint64
+	// RunTimeout bounds each run from its first command. default: 10m
+	RunTimeout time.Duration
+	// BrokerPID, when set, is the broker's process ID: its CPU time per
+	// 1,000 commands is reported too.
+	BrokerPID int
+	// CPUProfile and MemProfile, when set, receive a CPU profile of the
+	// first batched run's processing window and an allocation profile at
+	// its end (in-process workers only).
+	CPUProfile, MemProfile io.Writer
+	// Progress receives a progress line every two seconds. default: none
+	Progress io.Writer
+	// Logger receives the in-process workers' logs. default: zap.NewNop()
+	Logger *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.N <= 0 {
+		c.N = 200_000
+	}
+	if c.Aggregates <= 0 {
+		c.Aggregates = 10_000
+	}
+	if c.Stale < 0 {
+		c.Stale = 0
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 12
+	}
+	if c.Workers <= 0 && c.WorkerProcesses <= 0 {
+		c.Workers = 1
+	}
+	if c.Batch <= 0 {
+		c.Batch = 2000
+	}
+	if c.BaselineN <= 0 {
+		c.BaselineN = max(c.N/20, 500)
+	}
+	if c.SweepDuration <= 0 {
+		c.SweepDuration = 10 * time.Second
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.RunTimeout <= 0 {
+		c.RunTimeout = 10 * time.Minute
+	}
+	if c.Target == "" {
+		c.Target = fmt.Sprintf("Kafka %v, Redis %s", c.Brokers, c.RedisURL)
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var problems []error
+	if len(c.Brokers) == 0 {
+		problems = append(problems, errors.New("no Kafka brokers"))
+	}
+	if c.RedisURL == "" {
+		problems = append(problems, errors.New("no Redis URL"))
+	}
+	if c.Stale > 1 {
+		problems = append(problems, errors.Newf("stale share %v is over 1", c.Stale))
+	}
+	if c.Workers > 0 && c.WorkerProcesses > 0 {
+		problems = append(problems, errors.New("give in-process workers or worker processes, not both"))
+	}
+	if c.WorkerProcesses > 0 && c.WorkerBinary == "" {
+		problems = append(problems, errors.New("worker processes need the arbiter binary"))
+	}
+	if c.WorkerProcesses > 0 && !c.Tuning.processCapable() {
+		problems = append(problems, errors.Newf("tuning %s has no `arbiter worker` flag; use in-process workers", c.Tuning))
+	}
+	if c.WorkerProcesses > 0 && (c.CPUProfile != nil || c.MemProfile != nil) {
+		problems = append(problems, errors.New("profiles cover in-process workers only; profile a worker process with its own tools"))
+	}
+	if c.Rate < 0 {
+		problems = append(problems, errors.Newf("rate %v is negative", c.Rate))
+	}
+	for _, f := range c.Sweep {
+		if f <= 0 {
+			problems = append(problems, errors.Newf("sweep point %v: offered loads are positive fractions of the peak", f))
+		}
+	}
+	if err := c.Tuning.Validate(); err != nil {
+		problems = append(problems, err)
+	}
+	return errors.Join(problems...)
+}
+
+// ConfigError is returned by Run for a configuration that Validate
+// refuses.
+type ConfigError struct{ Err error }
+
+// Error implements error.
+func (e *ConfigError) Error() string { return "bench configuration: " + e.Err.Error() }
+
+// Unwrap returns the validation problems.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Run runs the configured benchmark: the batched run, the baseline when
+// asked, and the sweep when asked.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	kafka, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return nil, errors.Wrap(err, "create the Kafka admin client")
+	}
+	defer kafka.Close()
+	redisOptions, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, errors.Wrapf(err, "parse the Redis URL %q", cfg.RedisURL)
+	}
+	rdb := redis.NewClient(redisOptions)
+	defer rdb.Close()
+	if err := reachable(ctx, kafka, rdb); err != nil {
+		return nil, err
+	}
+	b := &bencher{cfg: cfg, admin: kadm.NewClient(kafka), redis: rdb}
+
+	report := &Report{Target: cfg.Target, Machine: readMachine(), Settings: settingsOf(cfg)}
+	batched, err := b.run(ctx, runParams{label: "batched", n: cfg.N, batch: cfg.Batch, rate: cfg.Rate, profile: true})
+	if err != nil {
+		return nil, err
+	}
+	report.Batched = batched
+	if cfg.Baseline {
+		baseline, err := b.run(ctx, runParams{label: "baseline", n: cfg.BaselineN, batch: 1, rate: cfg.Rate})
+		if err != nil {
+			return nil, err
+		}
+		report.Baseline = baseline
+		if baseline.Throughput > 0 {
+			report.Speedup = batched.Throughput / baseline.Throughput
+		}
+	}
+	if len(cfg.Sweep) > 0 {
+		sweep, err := b.sweep(ctx, report)
+		if err != nil {
+			return nil, err
+		}
+		report.Sweep = sweep
+	}
+	report.Machine.LoadAfter = readLoad()
+	return report, nil
+}
+
+// UnreachableError is returned by Run when Kafka or Redis does not answer.
+type UnreachableError struct{ Err error }
+
+// Error implements error.
+func (e *UnreachableError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+func reachable(ctx context.Context, kafka *kgo.Client, rdb *redis.Client) error {
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		return &UnreachableError{Err: errors.Wrapf(err, "redis at %s does not answer; check --redis", rdb.Options().Addr)}
+	}
+	if err := kafka.Ping(pingCtx); err != nil {
+		return &UnreachableError{Err: errors.Wrap(err, "kafka does not answer; check --brokers")}
+	}
+	return nil
+}
+
+type bencher struct {
+	cfg      Config
+	admin    *kadm.Client
+	redis    *redis.Client
+	profiled bool
+}
+
+type runParams struct {
+	label   string
+	n       int
+	batch   int
+	rate    float64
+	profile bool
+}
+
+func randomTag() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// run does one run: fresh topics, group and key prefix; load; workers;
+// every outcome read back; then the topics, group and keys removed.
+func (b *bencher) run(ctx context.Context, p runParams) (*RunReport, error) {
+	cfg := b.cfg
+	tag := randomTag()
+	name := "bench-" + tag
+	spec := runSpec{
+		brokers:        cfg.Brokers,
+		redisURL:       cfg.RedisURL,
+		commandsTopic:  name + "-commands",
+		eventsTopic:    name + "-events",
+		conflictsTopic: name + "-conflicts",
+		group:          name,
+		keyPrefix:      "b" + tag,
+		maxBatch:       p.batch,
+		tuning:         cfg.Tuning,
+		log:            cfg.Logger,
+	}
+	progress := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Progress, "bench %s: "+format+"\n", append([]any{p.label}, args...)...)
+	}
+	mode := "saturation"
+	if p.rate > 0 {
+		mode = fmt.Sprintf("offered %.0f commands/s", p.rate)
+	}
+	progress("%d commands, %s, batch %d, topics %s-*", p.n, mode, p.batch, name)
+
+	if err := createTopics(ctx, b.admin, int32(cfg.Partitions), spec.commandsTopic, spec.eventsTopic, spec.conflictsTopic); err != nil {
+		return nil, err
+	}
+	defer func() {
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		defer cancel()
+		_, _ = b.admin.DeleteTopics(cleanupCtx, spec.commandsTopic, spec.eventsTopic, spec.conflictsTopic)
+		_, _ = b.admin.DeleteGroups(cleanupCtx, spec.group)
+		if err := deleteKeys(cleanupCtx, b.redis, spec.keyPrefix); err != nil {
+			progress("cleanup: %v", err)
+		}
+	}()
+
+	memoryBefore, memoryErr := usedMemory(ctx, b.redis)
+	w := generateWorkload(cfg.Seed, "c"+tag, p.n, cfg.Aggregates, cfg.Stale)
+	clk := &clock{start: time.Now()}
+	coll, err := newCollector(cfg.Brokers, w, clk, spec.eventsTopic, spec.conflictsTopic, cfg.Partitions)
+	if err != nil {
+		return nil, err
+	}
+	collCtx, stopCollector := context.WithCancel(ctx)
+	go coll.run(collCtx)
+	defer func() { stopCollector(); coll.close() }()
+	gen, err := newLoadgen(cfg.Brokers, spec.commandsTopic, int32(cfg.Partitions), cfg.LoadLinger)
+	if err != nil {
+		return nil, err
+	}
+	defer gen.close()
+
+	runCtx, cancelRun := context.WithTimeout(ctx, cfg.RunTimeout)
+	defer cancelRun()
+	workers, err := b.startWorkers(runCtx, spec, cfg, tag)
+	if err != nil {
+		return nil, err
+	}
+	stopped := false
+	stopWorkers := func() (counters, error) {
+		stopped = true
+		return workers.stop()
+	}
+	defer func() {
+		if !stopped {
+			_, _ = workers.stop()
+		}
+	}()
+	// Every worker joins and runs one transaction before the load starts:
+	// a worker joining while others already process would make the group
+	// rebalance mid-run, and the first transaction of each worker pays for
+	// finding its coordinator and producer ID.
+	if err := waitForGroup(runCtx, b.admin, spec.group, spec.commandsTopic, b.workerCount(), int32(cfg.Partitions)); err != nil {
+		return nil, err
+	}
+	if err := gen.warmup(runCtx); err != nil {
+		return nil, err
+	}
+	select {
+	case <-coll.warmCh:
+	case <-runCtx.Done():
+		return nil, errors.Wrap(runCtx.Err(), "wait for the warm-up commands' outcomes")
+	}
+	startCounters, _ := workers.counters()
+	startWorkerCPU, cpuSource := workers.cpu()
+	startBenchCPU := processCPU()
+	startBrokerCPU := pidCPU(cfg.BrokerPID)
+	startRedisCPU, redisCPUErr := redisCPU(ctx, b.redis)
+	measureStart := clk.now()
+	var produceTime atomic.Int64
+	if p.profile && !b.profiled && cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return nil, errors.Wrap(err, "start the CPU profile")
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	loadErr := make(chan error, 1)
+	loadStart := clk.now()
+	go func() {
+		err := gen.run(runCtx, w, p.rate, clk, coll.markProduced)
+		produceTime.Store(int64(clk.now() - loadStart))
+		loadErr <- err
+	}()
+	ticker := time.NewTicker(2 * time.Second)
+	defer ticker.Stop()
+	var waitErr error
+	loadDone := false
+wait:
+	for {
+		select {
+		case <-coll.doneCh:
+			break wait
+		case err := <-loadErr:
+			loadDone = true
+			if err != nil {
+				waitErr = err
+				break wait
+			}
+		case <-runCtx.Done():
+			waitErr = errors.Newf("%d of %d outcomes after the run timeout of %v", coll.progress(), p.n, cfg.RunTimeout)
+			break wait
+		case <-ticker.C:
+			if pw, ok := workers.(*processWorkers); ok {
+				if err := pw.exitedEarly(); err != nil {
+					waitErr = err
+					break wait
+				}
+			}
+			done := coll.progress()
+			elapsed := (clk.now() - measureStart).Seconds()
+			progress("produced %d/%d, outcomes %d/%d (%.0f/s over %.0fs)", gen.produced.Load(), p.n, done, p.n, float64(done)/elapsed, elapsed)
+		}
+	}
+	endWorkerCPU, _ := workers.cpu()
+	endBenchCPU := processCPU()
+	if !loadDone && waitErr == nil {
+		// Every outcome arrived; the producer's last flush is returning.
+		waitErr = <-loadErr
+	}
+	endBrokerCPU := pidCPU(cfg.BrokerPID)
+	endRedisCPU, _ := redisCPU(ctx, b.redis)
+	if p.profile && !b.profiled {
+		if cfg.CPUProfile != nil {
+			pprof.StopCPUProfile()
+		}
+		if cfg.MemProfile != nil {
+			if err := pprof.Lookup("allocs").WriteTo(cfg.MemProfile, 0); err != nil {
+				return nil, errors.Wrap(err, "write the allocation profile")
+			}
+		}
+		b.profiled = true
+	}
+	endCounters, stopErr := stopWorkers()
+	if waitErr != nil {
+		return nil, errors.Wrapf(waitErr, "%s run", p.label)
+	}
+	if stopErr != nil {
+		return nil, errors.Wrapf(stopErr, "%s run: stop the workers", p.label)
+	}
+	// Let late duplicates show up before judging exactly-once.
+	time.Sleep(500 * time.Millisecond)
+
+	r := &RunReport{
+		Label:        p.label,
+		Mode:         mode,
+		Commands:     p.n,
+		Aggregates:   cfg.Aggregates,
+		StaleShare:   float64(w.stale) / float64(p.n),
+		Partitions:   cfg.Partitions,
+		Workers:      b.workerCount(),
+		WorkerKind:   b.workerKind(),
+		Batch:        p.batch,
+		OfferedRate:  p.rate,
+		Tuning:       cfg.Tuning.String(),
+		ProduceSecs:  time.Duration(produceTime.Load()).Seconds(),
+		CPUSource:    cpuSource,
+		RedisTimeout: false,
+	}
+	coll.mu.Lock()
+	r.fillOutcomes(coll)
+	coll.mu.Unlock()
+	c := endCounters
+	if _, inProcess := workers.(*inProcessWorkers); inProcess {
+		c = endCounters.minus(startCounters)
+	}
+	r.fillCounters(c)
+	per1k := 1000 / float64(p.n)
+	r.WorkerCPUPer1k = (endWorkerCPU - startWorkerCPU).Seconds() * per1k
+	if _, inProcess := workers.(*inProcessWorkers); !inProcess {
+		r.BenchCPUPer1k = (endBenchCPU - startBenchCPU).Seconds() * per1k
+	}
+	if cfg.BrokerPID > 0 {
+		r.BrokerCPUPer1k = (endBrokerCPU - startBrokerCPU).Seconds() * per1k
+	}
+	r.RedisCPUPer1k = -1
+	if redisCPUErr == nil {
+		r.RedisCPUPer1k = (endRedisCPU - startRedisCPU) * per1k
+	}
+	if memoryErr == nil {
+		if after, err := usedMemory(ctx, b.redis); err == nil {
+			r.Memory = &MemoryReport{UsedMemoryDelta: after - memoryBefore}
+			r.Memory.PerCommand = float64(r.Memory.UsedMemoryDelta) / float64(p.n)
+			if classes, err := sampleKeys(ctx, b.redis, spec.keyPrefix, 200); err == nil {
+				r.Memory.Keys = classes
+			} else {
+				progress("memory samples: %v", err)
+			}
+		}
+	}
+	progress("%.0f commands/s, p99 %s", r.Throughput, fmtMillis(r.Latency.P99Ms))
+	return r, nil
+}
+
+func (b *bencher) workerCount() int {
+	if b.cfg.WorkerProcesses > 0 {
+		return b.cfg.WorkerProcesses
+	}
+	return b.cfg.Workers
+}
+
+func (b *bencher) workerKind() string {
+	if b.cfg.WorkerProcesses > 0 {
+		return "process"
+	}
+	return "in-process"
+}
+
+func (b *bencher) startWorkers(ctx context.Context, spec runSpec, cfg Config, tag string) (workerSet, error) {
+	if cfg.WorkerProcesses > 0 {
+		return startProcesses(ctx, spec, cfg.WorkerBinary, cfg.WorkerProcesses, tag)
+	}
+	return startInProcess(ctx, spec, cfg.Workers, tag)
+}
+
+// createTopics creates the run's topics and waits until every partition has
+// a leader.
+func createTopics(ctx context.Context, admin *kadm.Client, partitions int32, names ...string) error {
+	createCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	responses, err := admin.CreateTopics(createCtx, partitions, 1, nil, names...)
+	if err != nil {
+		return errors.Wrapf(err, "create topics %v", names)
+	}
+	if err := responses.Error(); err != nil {
+		return errors.Wrapf(err, "create topics %v", names)
+	}
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		metadata, err := admin.Metadata(createCtx, names...)
+		if err == nil && allLed(metadata, partitions, names) {
+			return nil
+		}
+		select {
+		case <-createCtx.Done():
+			return errors.Newf("topics %v: partitions without a leader after 60s", names)
+		case <-ticker.C:
+		}
+	}
+}
+
+func allLed(metadata kadm.Metadata, partitions int32, names []string) bool {
+	for _, name := range names {
+		topic, ok := metadata.Topics[name]
+		if !ok || topic.Err != nil || int32(len(topic.Partitions)) != partitions {
+			return false
+		}
+		for _, partition := range topic.Partitions {
+			if partition.Err != nil || partition.Leader < 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// waitForGroup waits until the group is stable with the given members and
+// every partition of the topic assigned.
+func waitForGroup(ctx context.Context, admin *kadm.Client, group, topic string, members int, partitions int32) error {
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		described, err := admin.DescribeGroups(ctx, group)
+		if err == nil {
+			g := described[group]
+			assigned := 0
+			for _, m := range g.Members {
+				if c, ok := m.Assigned.AsConsumer(); ok {
+					for _, t := range c.Topics {
+						if t.Topic == topic {
+							assigned += len(t.Partitions)
+						}
+					}
+				}
+			}
+			if g.Err == nil && g.State == "Stable" && len(g.Members) == members && assigned == int(partitions) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Wrapf(ctx.Err(), "wait for %d workers to join group %s", members, group)
+		case <-ticker.C:
+		}
+	}
+}

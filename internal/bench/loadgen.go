@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// warmupPrefix starts the IDs of the warm-up commands, one per partition,
+// whose outcomes show every worker is assigned and has run a transaction.
+const warmupPrefix = "warmup-"
+
+// loadgen produces the workload's command records, partitioned by aggregate
+// (aggregate index modulo the partition count, which is as even as a hash
+// and costs nothing).
+type loadgen struct {
+	client     *kgo.Client
+	topic      string
+	partitions int32
+	produced   atomic.Int64
+	mu         sync.Mutex
+	err        error
+}
+
+func newLoadgen(brokers []string, topic string, partitions int32, linger time.Duration) (*loadgen, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.MaxBufferedRecords(100_000),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+	}
+	if linger >= 0 {
+		opts = append(opts, kgo.ProducerLinger(linger))
+	}
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, errors.Wrap(err, "create the load generator's producer")
+	}
+	return &loadgen{client: client, topic: topic, partitions: partitions}, nil
+}
+
+func (g *loadgen) promise(r *kgo.Record, err error) {
+	if err != nil {
+		g.mu.Lock()
+		if g.err == nil {
+			g.err = errors.Wrapf(err, "produce command record to %s/%d", r.Topic, r.Partition)
+		}
+		g.mu.Unlock()
+	}
+}
+
+func (g *loadgen) firstErr() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// warmup produces one CreateProduct command to each partition.
+func (g *loadgen) warmup(ctx context.Context) error {
+	for p := range g.partitions {
+		id := warmupPrefix + strconv.Itoa(int(p))
+		value := `{"id":"` + id + `","aggregateId":"` + id + `","type":"CreateProduct","expectedVersion":0,"payload":{"name":"warm-up","price":1,"stock":1}}`
+		g.client.Produce(ctx, &kgo.Record{Topic: g.topic, Partition: p, Key: []byte(id), Value: []byte(value)}, g.promise)
+	}
+	if err := g.client.Flush(ctx); err != nil {
+		return errors.Wrap(err, "flush the warm-up commands")
+	}
+	return g.firstErr()
+}
+
+// run produces every command: as fast as the producer takes them when rate
+// is 0, or paced at rate records per second. Each command's produce time is
+// given to mark.
+func (g *loadgen) run(ctx context.Context, w *workload, rate float64, clk *clock, mark func(seq int, at time.Duration)) error {
+	n := len(w.values)
+	record := func(seq int) *kgo.Record {
+		a := w.aggregate[seq]
+		return &kgo.Record{Topic: g.topic, Partition: a % g.partitions, Key: w.keys[a], Value: w.values[seq]}
+	}
+	if rate <= 0 {
+		for seq := range n {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			mark(seq, clk.now())
+			g.client.Produce(ctx, record(seq), g.promise)
+			g.produced.Add(1)
+		}
+	} else {
+		start := clk.now()
+		next := 0
+		ticker := time.NewTicker(time.Millisecond)
+		defer ticker.Stop()
+		for next < n {
+			now := clk.now()
+			due := min(int((now-start).Seconds()*rate)+1, n)
+			for ; next < due; next++ {
+				mark(next, now)
+				g.client.Produce(ctx, record(next), g.promise)
+			}
+			g.produced.Store(int64(next))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-ticker.C:
+			}
+		}
+	}
+	if err := g.client.Flush(ctx); err != nil {
+		return errors.Wrap(err, "flush the command records")
+	}
+	return g.firstErr()
+}
+
+func (g *loadgen) close() { g.client.Close() }
