@@ -122,13 +122,12 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 	if !utf8.Valid(value) {
 		return invalid(Command{}, "record value is not UTF-8 JSON")
 	}
-	var wire wireCommand
-	dec := json.NewDecoder(bytes.NewReader(value))
-	if err := dec.Decode(&wire); err != nil {
-		return invalid(Command{}, "record value is not a JSON command object: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return invalid(Command{}, "record value has trailing data after the JSON object")
+	wire, ok := decodeWireFast(value)
+	if !ok {
+		var err error
+		if wire, err = decodeWire(value); err != nil {
+			return invalid(Command{}, "%s", err.Error())
+		}
 	}
 	cmd := Command{
 		ID:          wire.ID,
@@ -159,6 +158,20 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 		cmd.Payload = nil
 	}
 	return cmd, nil
+}
+
+// decodeWire decodes a command record with encoding/json; the error says
+// what is wrong in words meant for the sender.
+func decodeWire(value []byte) (wireCommand, error) {
+	var wire wireCommand
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&wire); err != nil {
+		return wire, errors.Newf("record value is not a JSON command object: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return wire, errors.New("record value has trailing data after the JSON object")
+	}
+	return wire, nil
 }
 
 // Validate checks a command before it is sent: required fields, limits,

@@ -101,8 +101,8 @@ var errUnknownType = errors.New("unknown command type")
 
 // loadRequest lists what a batch needs from Redis.
 func (b *batch) loadRequest() ([]string, []versionstore.CommandRef) {
-	seenAggregate := make(map[string]struct{})
-	seenRef := make(map[versionstore.CommandRef]struct{})
+	seenAggregate := make(map[string]struct{}, len(b.commands))
+	seenRef := make(map[versionstore.CommandRef]struct{}, len(b.commands))
 	var aggregateIDs []string
 	var refs []versionstore.CommandRef
 	for i, cmd := range b.commands {
@@ -129,7 +129,7 @@ func (b *batch) loadRequest() ([]string, []versionstore.CommandRef) {
 // recorded holds the decisions Redis already has; replays holds the outcome
 // records of those that are replays of this batch's own records.
 func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Decision, replays map[versionstore.CommandRef]versionstore.Outcome) error {
-	byAggregate := make(map[string][]int)
+	byAggregate := make(map[string][]int, len(b.commands))
 	var order []string
 	for i, cmd := range b.commands {
 		if b.invalid[i] != nil {
@@ -144,7 +144,7 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 	errs := make([]error, len(order))
 	parallel(len(order), func(j int) {
 		aggregateID := order[j]
-		run := &aggregateRun{loaded: aggregates[aggregateID], decided: make(map[string]versionstore.Decision)}
+		run := &aggregateRun{loaded: aggregates[aggregateID]}
 		run.version = run.loaded.Version
 		run.typeName = run.loaded.Type
 		for _, i := range byAggregate[aggregateID] {
@@ -157,7 +157,7 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 				}
 				continue
 			}
-			if decision, ok := run.decided[ref.CommandID]; ok {
+			if decision, ok := run.decision(ref.CommandID); ok {
 				b.outcomes[i] = d.duplicate(b, i, decision, run.version)
 				continue
 			}
@@ -345,7 +345,10 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			Metadata:      cmd.Metadata,
 			Timestamp:     b.now,
 		}
-		value, err := json.Marshal(event)
+		value, fast := appendEventJSON(make([]byte, 0, eventSizeHint(&event)), &event)
+		if !fast {
+			value, err = json.Marshal(event)
+		}
 		if err != nil {
 			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err)), nil
 		}
@@ -376,7 +379,45 @@ func (run *aggregateRun) record(b *batch, i int, outcome versionstore.Outcome) {
 	outcome.Partition = rec.Partition
 	outcome.Offset = rec.Offset
 	run.outcomes = append(run.outcomes, outcome)
-	run.decided[outcome.CommandID] = outcome.Decision()
+	switch {
+	case run.decided != nil:
+		run.decided[outcome.CommandID] = outcome.Decision()
+	case len(run.outcomes) > decidedScanLimit:
+		run.decided = make(map[string]versionstore.Decision, 2*len(run.outcomes))
+		for _, o := range run.outcomes {
+			run.decided[o.CommandID] = o.Decision()
+		}
+	}
+}
+
+// decidedScanLimit is how many outcomes of one aggregate in one batch are
+// searched one by one before they get a map: most aggregates see one or two
+// commands per batch, and a map per aggregate was a twentieth of the
+// worker's allocations.
+const decidedScanLimit = 8
+
+// decision returns the decision made earlier in this batch for a command ID.
+func (run *aggregateRun) decision(commandID string) (versionstore.Decision, bool) {
+	if run.decided != nil {
+		d, ok := run.decided[commandID]
+		return d, ok
+	}
+	for i := range run.outcomes {
+		if run.outcomes[i].CommandID == commandID {
+			return run.outcomes[i].Decision(), true
+		}
+	}
+	return versionstore.Decision{}, false
+}
+
+// eventSizeHint is a capacity for an event's encoding that is rarely
+// exceeded.
+func eventSizeHint(e *events.Event) int {
+	n := 160 + 2*len(e.AggregateID) + len(e.AggregateType) + len(e.Type) + len(e.CommandID) + len(e.Payload)
+	for key, value := range e.Metadata {
+		n += len(key) + len(value) + 6
+	}
+	return n
 }
 
 // safeDecide runs a handler, turning a panic into a rejection so that one

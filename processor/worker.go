@@ -291,7 +291,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Int64("conflicts", w.stats.Conflicts.Load()),
 		zap.Int64("replayed", w.stats.Replayed.Load()),
 		zap.Int64("transactions_committed", w.stats.Committed.Load()),
-		zap.Int64("transactions_aborted", w.stats.Aborted.Load()))
+		zap.Int64("transactions_aborted", w.stats.Aborted.Load()),
+		zap.Int64("redis_round_trips", w.stats.RedisRoundTrips.Load()))
 	return nil
 }
 
@@ -534,24 +535,38 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			mu.Unlock()
 		}
 	}
+	// One allocation for every outcome record of the batch, and header
+	// values shared by them (the client only reads them).
+	total := 0
+	for _, outcome := range b.outcomes {
+		total += len(outcome.records)
+	}
+	outs := make([]kgo.Record, 0, total)
+	headers := make([]kgo.RecordHeader, 0, 2*total)
 	for i, outcome := range b.outcomes {
 		source := records[i]
-		commandID := b.commands[i].ID
+		key := source.Key
+		if aggregateID := b.commands[i].AggregateID; aggregateID != "" && aggregateID != string(key) {
+			key = []byte(aggregateID)
+		}
+		var commandID []byte
+		if id := b.commands[i].ID; id != "" {
+			commandID = []byte(id)
+		}
 		for _, rec := range outcome.records {
-			out := &kgo.Record{Key: source.Key, Value: rec.Value}
-			if aggregateID := b.commands[i].AggregateID; aggregateID != "" {
-				out.Key = []byte(aggregateID)
-			}
-			kind := events.KindEvent
-			out.Topic = w.cfg.EventsTopic
+			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
+			out := &outs[len(outs)-1]
+			kind := headerKindEvent
 			if rec.Kind == versionstore.KindConflict {
-				kind = events.KindConflict
+				kind = headerKindConflict
 				out.Topic = w.cfg.ConflictsTopic
 			}
-			out.Headers = []kgo.RecordHeader{{Key: events.HeaderKind, Value: []byte(kind)}}
-			if commandID != "" {
-				out.Headers = append(out.Headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: []byte(commandID)})
+			start := len(headers)
+			headers = append(headers, kgo.RecordHeader{Key: events.HeaderKind, Value: kind})
+			if commandID != nil {
+				headers = append(headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: commandID})
 			}
+			out.Headers = headers[start:len(headers):len(headers)]
 			sess.Produce(ctx, out, promise)
 		}
 	}
@@ -565,6 +580,12 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	}
 	return params, produceErr
 }
+
+// The values of the events.HeaderKind header, shared by every record.
+var (
+	headerKindEvent    = []byte(events.KindEvent)
+	headerKindConflict = []byte(events.KindConflict)
+)
 
 // backoff is a capped exponential backoff.
 type backoff struct {
