@@ -5,8 +5,9 @@
 #   make build       build every package and bin/arbiter
 #   make stack-up    start Kafka and Redis for tests (then: source .stack/env)
 #   make stack-down  stop them
+#   make bench       the benchmark of BENCHMARKS.md on a stack of its own (BENCH_ARGS adds flags)
 
-.PHONY: test lint build stack-up stack-down stack-status stack-logs stack-topics
+.PHONY: test lint build bench stack-up stack-down stack-status stack-logs stack-topics
 
 test:
 	scripts/test.sh
@@ -17,6 +18,9 @@ lint:
 build:
 	go build ./...
 	CGO_ENABLED=0 go build -trimpath -o bin/arbiter ./cmd/arbiter
+
+bench:
+	scripts/bench.sh $(BENCH_ARGS)
 
 stack-up:
 	scripts/stack.sh up

@@ -32,6 +32,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sweep      string
 		plotPath   string
 		asJSON     bool
+		jsonOut    string
 		cpuProfile string
 		memProfile string
 		logLevel   string
@@ -58,6 +59,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.RunTimeout, "timeout", 10*time.Minute, "time limit of each run")
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", envInt("ARBITER_TEST_KAFKA_PID", 0), "process ID of the broker, to report its CPU per 1,000 commands (ARBITER_TEST_KAFKA_PID)")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	fs.StringVar(&jsonOut, "json-out", "", "also write the report as JSON to this file")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the batched run's processing window (in-process workers)")
 	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile at the end of the batched run (in-process workers)")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level of the in-process workers")
@@ -165,11 +167,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		printf(stderr, "bench: plot written to %s\n", plotPath)
 	}
-	if asJSON {
-		encoded, err := json.MarshalIndent(report, "", "  ")
-		if err != nil {
-			return errors.Wrap(err, "encode the report")
+	encoded, err := json.MarshalIndent(report, "", "  ")
+	if err != nil {
+		return errors.Wrap(err, "encode the report")
+	}
+	if jsonOut != "" {
+		if err := os.WriteFile(jsonOut, append(encoded, '\n'), 0o644); err != nil {
+			return errors.Wrapf(err, "write the report to %s", jsonOut)
 		}
+	}
+	if asJSON {
 		printf(stdout, "%s\n", encoded)
 		return nil
 	}

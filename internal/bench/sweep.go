@@ -26,6 +26,9 @@ type SweepPoint struct {
 	P50Ms       float64 `json:"p50_ms"`
 	P99Ms       float64 `json:"p99_ms"`
 	MaxMs       float64 `json:"max_ms"`
+	// MeanBatch is the mean number of records per transaction: at low
+	// load a batch is whatever arrived during the previous cycle.
+	MeanBatch float64 `json:"mean_batch"`
 }
 
 func (b *bencher) sweep(ctx context.Context, report *Report) (*SweepReport, error) {
@@ -54,6 +57,7 @@ func (b *bencher) sweep(ctx context.Context, report *Report) (*SweepReport, erro
 			sweep.Points = append(sweep.Points, SweepPoint{
 				Label: c.label, Fraction: fraction, OfferedRate: rate, Commands: n,
 				Throughput: run.Throughput, P50Ms: run.Latency.P50Ms, P99Ms: run.Latency.P99Ms, MaxMs: run.Latency.MaxMs,
+				MeanBatch: run.MeanBatch,
 			})
 		}
 	}
@@ -64,10 +68,10 @@ func (b *bencher) sweep(ctx context.Context, report *Report) (*SweepReport, erro
 func (s *SweepReport) WriteTable(w io.Writer) {
 	fmt.Fprintln(w, "throughput and latency against offered load:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\tof peak\toffered/s\tcommands\tthroughput/s\tp50\tp99\tmax\t")
+	fmt.Fprintln(tw, "config\tof peak\toffered/s\tcommands\tthroughput/s\tp50\tp99\tmax\trecords/transaction\t")
 	for _, p := range s.Points {
-		fmt.Fprintf(tw, "%s\t%.0f%%\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.Label, p.Fraction*100, fmtCount(p.OfferedRate),
-			fmtCount(float64(p.Commands)), fmtCount(p.Throughput), fmtMillis(p.P50Ms), fmtMillis(p.P99Ms), fmtMillis(p.MaxMs))
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", p.Label, p.Fraction*100, fmtCount(p.OfferedRate),
+			fmtCount(float64(p.Commands)), fmtCount(p.Throughput), fmtMillis(p.P50Ms), fmtMillis(p.P99Ms), fmtMillis(p.MaxMs), p.MeanBatch)
 	}
 	_ = tw.Flush()
 }

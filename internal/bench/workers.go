@@ -171,10 +171,9 @@ func processCPU() time.Duration {
 
 // processWorkers runs `arbiter worker` processes.
 type processWorkers struct {
-	procs  []*workerProcess
-	final  counters
-	done   bool
-	stderr io.Writer
+	procs []*workerProcess
+	final counters
+	done  bool
 }
 
 type workerProcess struct {
@@ -191,7 +190,7 @@ func (p *workerProcess) Write(b []byte) (int, error) {
 	return p.logs.Write(b)
 }
 
-func startProcesses(ctx context.Context, spec runSpec, binary string, n int, instanceTag string) (*processWorkers, error) {
+func startProcesses(_ context.Context, spec runSpec, binary string, n int, instanceTag string) (*processWorkers, error) {
 	s := &processWorkers{}
 	for i := range n {
 		args := []string{"worker",

@@ -29,13 +29,6 @@ type workload struct {
 	aggregates int
 }
 
-// productState is the generator's copy of an aggregate, enough to make
-// every fresh command valid: a price and a stock that each applied command
-// moves to a value it never had.
-type productState struct {
-	version int64
-}
-
 // generateWorkload makes n Product commands over the given number of
 // aggregates, each picked uniformly at random. A share of them is stale:
 // they carry an expectedVersion the aggregate has already left (or, for an
@@ -57,20 +50,23 @@ func generateWorkload(seed uint64, runTag string, n, aggregates int, staleShare 
 	for a := range w.keys {
 		w.keys[a] = []byte("prod-" + strconv.Itoa(a))
 	}
-	states := make([]productState, aggregates)
+	// The generator's copy of each aggregate's version: a fresh command's
+	// new price or stock derives from it, so it differs from the current
+	// one and the command is applied.
+	versions := make([]int64, aggregates)
 	buf := make([]byte, 0, 256)
 	for seq := range n {
 		a := rng.IntN(aggregates)
-		state := &states[a]
+		version := &versions[a]
 		stale := rng.Float64() < staleShare
 		var expectedVersion int64
 		switch {
-		case stale && state.version == 0:
+		case stale && *version == 0:
 			expectedVersion = 1 + rng.Int64N(3)
 		case stale:
-			expectedVersion = rng.Int64N(state.version)
+			expectedVersion = rng.Int64N(*version)
 		default:
-			expectedVersion = state.version
+			expectedVersion = *version
 		}
 		buf = buf[:0]
 		buf = append(buf, `{"id":"`...)
@@ -109,7 +105,7 @@ func generateWorkload(seed uint64, runTag string, n, aggregates int, staleShare 
 			w.stale++
 		} else {
 			w.expected[seq] = expectApplied
-			state.version++
+			*version++
 		}
 	}
 	return w
