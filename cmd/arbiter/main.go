@@ -7,10 +7,15 @@
 //	arbiter get [flags] <aggregate>   print an aggregate's version and state as Redis holds them
 //	arbiter rebuild-versions [flags]  recompute versions and snapshots in Redis from the events topic
 //	arbiter bench [flags]             measure workers: throughput, latency, round trips, CPU, Redis memory
+//	arbiter send [flags]              send one command from flags, or many from -f file.jsonl or stdin
+//	arbiter tail events|conflicts     print the events or conflict records as they come
 //
-// Exit codes: 0 success; 1 a failure while running; 2 a usage or
-// configuration error; 3 Kafka or Redis could not be reached; 4 a check found
-// problems (rebuild-versions --dry-run found mismatches).
+// Exit codes: 0 success; 1 a failure while running (for send: a line that was
+// not sent, or a command without an outcome within --wait-timeout); 2 a usage
+// or configuration error; 3 Kafka or Redis could not be reached; 4 a check
+// found problems (rebuild-versions --dry-run found mismatches); 5 send --wait:
+// every command was sent and answered, but some were not applied (a
+// conflict: version_conflict, rejected, invalid, unknown_type).
 package main
 
 import (
@@ -31,6 +36,7 @@ const (
 	exitUsage       = 2
 	exitUnreachable = 3
 	exitFound       = 4
+	exitNotApplied  = 5
 )
 
 // usageError marks a usage or configuration problem (exit code 2).
@@ -61,10 +67,14 @@ Usage:
   arbiter rebuild-versions [flags]   recompute versions and snapshots in Redis from the events topic
   arbiter bench [flags]              measure workers against Kafka and Redis (embedded when neither
                                      is given); --baseline adds the per-command design beside it
+  arbiter send [flags]               send one command (--aggregate, --type, --expected-version,
+                                     --payload) or many (-f file.jsonl, or stdin); --wait prints outcomes
+  arbiter tail events|conflicts      print events or conflict records (--json, --aggregate,
+                                     --from-start, --limit N, --exit-at-end)
 
 Run 'arbiter <command> -h' for a command's flags. Every flag has an ARBITER_* environment variable.
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 Kafka or Redis unreachable,
-4 a check found problems.
+4 a check found problems, 5 send --wait: some commands were not applied.
 `
 
 func main() {
@@ -94,6 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runRebuild(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
+	case "send":
+		err = runSend(ctx, args[1:], stdout, stderr)
+	case "tail":
+		err = runTail(ctx, args[1:], stdout, stderr)
 	default:
 		err = usagef("unknown command %q; run 'arbiter help' for the list", args[0])
 	}
@@ -107,6 +121,7 @@ func report(err error, stderr io.Writer) int {
 	var usageErr *usageError
 	var unreachable *unreachableError
 	var found *foundError
+	var notApplied *notAppliedError
 	switch {
 	case errors.Is(err, errHelp):
 		return exitOK
@@ -119,6 +134,9 @@ func report(err error, stderr io.Writer) int {
 	case errors.As(err, &found):
 		fmt.Fprintf(stderr, "arbiter: %s\n", found.msg)
 		return exitFound
+	case errors.As(err, &notApplied):
+		fmt.Fprintf(stderr, "arbiter: %s\n", notApplied.msg)
+		return exitNotApplied
 	default:
 		fmt.Fprintf(stderr, "arbiter: %v\n", err)
 		return exitFailure
