@@ -17,6 +17,9 @@
 # Maven resolves once (deployments/kafka/pom.xml) into
 # ${ARBITER_CACHE_DIR:-~/.cache/arbiter}; later runs need no network.
 # redis-server and kcat come from apt when missing; java and mvn too.
+# Python's confluent-kafka (PyPI, librdkafka inside its wheel), for the tests
+# of non-Go producers, is installed once into a virtualenv in the cache; its
+# interpreter is exported as ARBITER_TEST_PYTHON.
 #
 # Settings (environment):
 #   ARBITER_CACHE_DIR                jar cache            (~/.cache/arbiter)
@@ -90,6 +93,12 @@ ensure_packages() {
   command -v mvn >/dev/null || missing+=(maven)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v kcat >/dev/null || missing+=(kcat)
+  # A Debian python3 makes virtualenvs only with python3-venv.
+  if ! command -v python3 >/dev/null; then
+    missing+=(python3 python3-venv)
+  elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
   ((${#missing[@]} == 0)) && return 0
 
   local sudo=()
@@ -103,6 +112,38 @@ ensure_packages() {
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   log "installed ${missing[*]} in $(elapsed "$start")s"
+}
+
+# ensure_python_kafka: confluent-kafka in a virtualenv of the cache, made once
+# per version (the examples/python producer and its test need it). A failure
+# only warns: the stack is still usable, and the tests that need it fail
+# under CI=true with a message saying so.
+CONFLUENT_KAFKA_VERSION=2.16.1
+PYTHON_VENV="$CACHE_DIR/python-confluent-kafka-$CONFLUENT_KAFKA_VERSION"
+ensure_python_kafka() {
+  if [[ -x $PYTHON_VENV/bin/python ]] && "$PYTHON_VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+    return 0
+  fi
+  mkdir -p "$CACHE_DIR"
+  (
+    flock -w 600 8 || { log "warning: another checkout holds $PYTHON_VENV.lock"; exit 0; }
+    if [[ -x $PYTHON_VENV/bin/python ]] && "$PYTHON_VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+      exit 0
+    fi
+    local start
+    start="$(now)"
+    log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION with pip into $PYTHON_VENV"
+    rm -rf "$PYTHON_VENV"
+    # The import check above is what marks the virtualenv complete.
+    if python3 -m venv "$PYTHON_VENV" >"$CACHE_DIR/pip.log" 2>&1 &&
+      "$PYTHON_VENV/bin/pip" install -q --disable-pip-version-check "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >>"$CACHE_DIR/pip.log" 2>&1; then
+      log "installed confluent-kafka in $(elapsed "$start")s"
+      exit 0
+    fi
+    rm -rf "$PYTHON_VENV"
+    tail -n 20 "$CACHE_DIR/pip.log" >&2 || true
+    log "warning: could not install confluent-kafka (is PyPI reachable?); the Python producer tests will fail under CI"
+  ) 8>"$PYTHON_VENV.lock"
 }
 
 # ensure_kafka_libs: resolve the broker's jars with Maven once per pom
@@ -239,6 +280,9 @@ write_env() {
     echo "export ARBITER_TEST_REDIS_URL=$REDIS_URL"
     echo "export ARBITER_TEST_KAFKA_PID=$kpid"
     echo "export ARBITER_TEST_REDIS_PID=$rpid"
+    if [[ -x $PYTHON_VENV/bin/python ]]; then
+      echo "export ARBITER_TEST_PYTHON=$PYTHON_VENV/bin/python"
+    fi
   } >"$ENV_FILE.tmp"
   mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -255,12 +299,15 @@ cmd_up() {
   start="$(now)"
   if kafka_pid >/dev/null && redis_pid >/dev/null && [[ -f $ENV_FILE ]]; then
     log "already up"
+    ensure_python_kafka
+    write_env
     [[ -x $STACKCHECK ]] || build_stackcheck || true
     wait_ready 10s || die "the stack runs but does not answer; try scripts/stack.sh down && scripts/stack.sh up"
     cat "$ENV_FILE"
     return 0
   fi
   ensure_packages
+  ensure_python_kafka
   command -v go >/dev/null || die "go is not on PATH"
   mkdir -p "$LOGS"
 
