@@ -8,6 +8,7 @@
 #   scripts/stack.sh status   say what runs (exit 3 if not everything does)
 #   scripts/stack.sh logs [-f] show (or follow) the logs
 #   scripts/stack.sh env      print the export lines of .stack/env
+#   scripts/stack.sh restart-kafka  stop the broker and start it on the same data
 #   scripts/stack.sh topics   create the topics the worker uses (commands,
 #                             events, conflicts) for a manual run
 #
@@ -364,6 +365,24 @@ cmd_down() {
   ((stopped)) || log "already down"
 }
 
+# cmd_restart_kafka: stop the broker and start it again on the same data,
+# for fault-injection runs (arbiter chaos); waits until it answers again.
+cmd_restart_kafka() {
+  local pid dir="$STATE/kafka" start
+  [[ -f $dir/server.properties ]] || die "Kafka was not started by scripts/stack.sh up"
+  start="$(now)"
+  if pid="$(kafka_pid)"; then
+    stop_pid Kafka "$pid" 60
+  fi
+  mv "$LOGS/kafka/server.log" "$LOGS/kafka/server.log.before-restart" 2>/dev/null || true
+  nohup java "${kafka_java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" \
+    </dev/null >>"$LOGS/kafka/stdout.log" 2>&1 9>&- &
+  echo $! >"$KAFKA_PIDFILE"
+  wait_ready >/dev/null || die "Kafka did not come back after the restart (logs: ${LOGS#"$ROOT"/}/kafka/)"
+  write_env
+  log "restarted Kafka (pid $(kafka_pid)) in $(elapsed "$start")s"
+}
+
 cmd_status() {
   local pid all=0
   if pid="$(kafka_pid)"; then
@@ -418,7 +437,7 @@ main() {
   shift
   mkdir -p "$STATE"
   case $command in
-    up | down | topics)
+    up | down | topics | restart-kafka)
       # One up/down at a time per checkout: an up racing a down would leave
       # half a stack. Children started while it is held close fd 9.
       exec 9>"$STATE/lock"
@@ -432,6 +451,7 @@ main() {
     logs) cmd_logs "$@" ;;
     env) cmd_env ;;
     topics) cmd_topics ;;
+    restart-kafka) cmd_restart_kafka ;;
     -h | --help | help) usage ;;
     *) log "unknown command: $command"; usage ;;
   esac

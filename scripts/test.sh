@@ -47,6 +47,17 @@ source .stack/env
 echo "test: go test -race -count=1 -timeout 12m ./... (CI=${CI:-})"
 go test -race -count=1 -timeout 12m ./... || failed+=("go test")
 
+# A short chaos round against the same stack, after the tests: it restarts
+# the broker, which parallel test packages must not see. Every fault kind is
+# injected at least once; the round fails on any anomaly in the history.
+chaos_seed="${ARBITER_CHAOS_SEED:-$(date +%s)}"
+echo "test: arbiter chaos (seed $chaos_seed)"
+go build -o .stack/bin/arbiter ./cmd/arbiter &&
+  .stack/bin/arbiter chaos --brokers "$ARBITER_TEST_KAFKA_BROKERS" \
+    --duration "${ARBITER_CHAOS_DURATION:-110s}" --rate "${ARBITER_CHAOS_RATE:-200}" \
+    --seed "$chaos_seed" --kafka-restart-cmd "scripts/stack.sh restart-kafka" ||
+  failed+=("chaos (seed $chaos_seed)")
+
 echo "test: finished in $((SECONDS - start))s"
 if ((${#failed[@]})); then
   echo "test: FAILED: ${failed[*]}"

@@ -8,6 +8,8 @@
 //	arbiter rebuild-versions [flags]  recompute versions and snapshots in Redis from the events topic
 //	arbiter bench [flags]             measure workers: throughput, latency, round trips, CPU, Redis memory
 //	arbiter send [flags]              send one command from flags, or many from -f file.jsonl or stdin
+//	arbiter verify [flags]            check the complete history of the topics (and Redis)
+//	arbiter chaos [flags]             run workers and producers under injected faults, then verify
 //	arbiter tail events|conflicts     print the events or conflict records as they come
 //
 // Exit codes: 0 success; 1 a failure while running (for send: a line that was
@@ -71,6 +73,9 @@ Usage:
                                      --payload) or many (-f file.jsonl, or stdin); --wait prints outcomes
   arbiter tail events|conflicts      print events or conflict records (--json, --aggregate,
                                      --from-start, --limit N, --exit-at-end)
+  arbiter verify [flags]             check the complete history of the topics (and Redis, with --redis):
+                                     one outcome per command, contiguous versions, no lost update
+  arbiter chaos [flags]              run workers and producers under injected faults, then verify
 
 Run 'arbiter <command> -h' for a command's flags. Every flag has an ARBITER_* environment variable.
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 Kafka or Redis unreachable,
@@ -108,6 +113,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runSend(ctx, args[1:], stdout, stderr)
 	case "tail":
 		err = runTail(ctx, args[1:], stdout, stderr)
+	case "verify":
+		err = runVerify(ctx, args[1:], stdout, stderr)
+	case "chaos":
+		err = runChaos(ctx, args[1:], stdout, stderr)
 	default:
 		err = usagef("unknown command %q; run 'arbiter help' for the list", args[0])
 	}
