@@ -97,4 +97,3 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return nil
 }
-

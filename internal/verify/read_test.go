@@ -302,4 +302,3 @@ func TestRedisVersions(t *testing.T) {
 		}
 	}
 }
-
