@@ -61,6 +61,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f commonFlags
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	f.register(fs)
+	crossCheck := fs.Bool("cross-check", true, "read the output topics a second time with kcat and compare")
 	maxAnomalies := fs.Int("max-anomalies", 50, "anomalies printed one per line (all are counted)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -84,6 +85,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	report := verify.Check(history, opts)
+	if *crossCheck {
+		disagreements, err := verify.CrossCheck(ctx, verify.Config{Brokers: f.brokerList(), CommandsTopic: f.commandsTopic, EventsTopic: f.eventsTopic, ConflictsTopic: f.conflictsTopic}, history)
+		if err != nil {
+			return err
+		}
+		report.Anomalies = append(report.Anomalies, disagreements...)
+	}
 	for i, a := range report.Anomalies {
 		if i == *maxAnomalies {
 			printf(stdout, "… %d more anomalies\n", len(report.Anomalies)-i)

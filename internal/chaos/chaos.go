@@ -599,6 +599,13 @@ func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 				return report, errors.Wrap(err, "read the versions in redis")
 			}
 			report = verify.Check(history, verify.CheckOptions{RedisVersions: versions})
+			// A second client, kcat, must see the same committed records.
+			disagreements, err := verify.CrossCheck(ctx, cfg, history)
+			if err != nil {
+				return report, err
+			}
+			report.Anomalies = append(report.Anomalies, disagreements...)
+			r.logf("cross-checked the output topics with kcat: %d disagreements", len(disagreements))
 			if !report.OK() {
 				for _, w := range r.workers {
 					r.logf("last lines of %s:\n%s", w.name, w.tail(15))

@@ -166,6 +166,26 @@ func TestRead(t *testing.T) {
 	if report := Check(h, CheckOptions{RedisVersions: map[string]int64{"a": 2}}); !report.OK() {
 		t.Errorf("Check of the history Read returned:\n%s\n%v", report.Summary(), report.Anomalies)
 	}
+
+	// A second client, kcat (librdkafka), agrees with franz-go on what
+	// read_committed returns, aborted transactions included.
+	anomalies, err := CrossCheck(ctx, cfg, h)
+	if err != nil {
+		t.Fatalf("CrossCheck: %v", err)
+	}
+	if len(anomalies) != 0 {
+		t.Errorf("kcat and franz-go disagree on the committed records: %v", anomalies)
+	}
+	// A history that lost a committed event is caught.
+	torn := *h
+	torn.Events = h.Events[1:]
+	anomalies, err = CrossCheck(ctx, cfg, &torn)
+	if err != nil {
+		t.Fatalf("CrossCheck: %v", err)
+	}
+	if len(anomalies) != 1 || anomalies[0].Kind != KindClientDisagreement || anomalies[0].Events[0] != committed[0] {
+		t.Errorf("CrossCheck of a history without the event at %s returned %v, want one client_disagreement", committed[0], anomalies)
+	}
 }
 
 // TestReadBeforeOpenTransaction reads while a transaction is open and another
