@@ -6,8 +6,9 @@
 #   make stack-up    start Kafka and Redis for tests (then: source .stack/env)
 #   make stack-down  stop them
 #   make bench       the benchmark of BENCHMARKS.md on a stack of its own (BENCH_ARGS adds flags)
+#   make soak        a 30-minute chaos run with every fault kind, then the history check
 
-.PHONY: test lint build bench stack-up stack-down stack-status stack-logs stack-topics
+.PHONY: test lint build bench soak stack-up stack-down stack-status stack-logs stack-topics
 
 test:
 	scripts/test.sh
@@ -38,3 +39,8 @@ stack-logs:
 # in docker-compose.yml), for running the worker by hand against the stack.
 stack-topics:
 	scripts/stack.sh topics
+
+# A long chaos run: every fault kind for 30 minutes (ARBITER_SOAK_DURATION),
+# then the history checker; see scripts/soak.sh.
+soak:
+	scripts/soak.sh
