@@ -82,12 +82,9 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	}
 	defer client.Close()
 	admin := kadm.NewClient(client)
-	ends, err := admin.ListCommittedOffsets(ctx, cfg.EventsTopic)
+	ends, err := settledEnds(ctx, admin, cfg.EventsTopic, cfg.Logger)
 	if err != nil {
-		return report, errors.Wrapf(err, "list the end offsets of topic %s", cfg.EventsTopic)
-	}
-	if err := ends.Error(); err != nil {
-		return report, errors.Wrapf(err, "list the end offsets of topic %s (does it exist?)", cfg.EventsTopic)
+		return report, err
 	}
 	starts, err := admin.ListStartOffsets(ctx, cfg.EventsTopic)
 	if err != nil {
@@ -129,7 +126,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 			}
 			var event events.Event
 			if err := json.Unmarshal(rec.Value, &event); err != nil {
-				cfg.Logger.Warn("skipping an event that does not decode", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), zap.Error(err))
+				cfg.Logger.Warn("skipping an event that does not decode", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), errorField(err))
 				return
 			}
 			report.Events++
@@ -201,4 +198,50 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 		}
 	}
 	return report, nil
+}
+
+// settledEnds returns the end offsets of a topic once no transaction is open
+// on it (its last stable offsets equal its high watermarks): then the last
+// record of each partition is one a read_committed reader that keeps control
+// records is given — a commit or abort marker, or a committed record — and
+// the read can tell it has reached the end. With a transaction open, records
+// of an aborted one may lie below the last stable offset with its marker
+// above, and such a reader would wait for them forever. Open transactions end
+// within the transaction timeout once the workers stop.
+func settledEnds(ctx context.Context, admin *kadm.Client, topic string, log *zap.Logger) (kadm.ListedOffsets, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		stable, err := admin.ListCommittedOffsets(ctx, topic)
+		if err == nil {
+			err = stable.Error()
+		}
+		if err != nil {
+			return nil, errors.Wrapf(err, "list the last stable offsets of topic %s (does it exist?)", topic)
+		}
+		high, err := admin.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = high.Error()
+		}
+		if err != nil {
+			return nil, errors.Wrapf(err, "list the end offsets of topic %s", topic)
+		}
+		open := 0
+		high.Each(func(o kadm.ListedOffset) {
+			if s, ok := stable.Lookup(o.Topic, o.Partition); !ok || s.Offset != o.Offset {
+				open++
+			}
+		})
+		if open == 0 {
+			return high, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.Newf("%d partitions of topic %s still have an open transaction after 5 minutes; stop the workers and retry", open, topic)
+		}
+		log.Info("waiting for open transactions on the events topic to end (stop the workers before rebuilding)", zap.Int("partitions", open))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -140,6 +140,7 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 		pending[i] = i
 	}
 	var fenced []error
+	amnesia := 0
 	for attempt := 0; len(pending) > 0; attempt++ {
 		pipe := s.client.Pipeline()
 		results := make([]*redis.Cmd, len(pending))
@@ -158,6 +159,10 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 				return errors.Wrapf(err, "commit version of aggregate %s (%d changes in the batch)", changes[i].AggregateID, len(changes))
 			}
 			if err := fencedResult(changes[i], results[j].Val()); err != nil {
+				if errors.Is(err, ErrAmnesia) {
+					amnesia++
+					continue
+				}
 				fenced = append(fenced, err)
 			}
 		}
@@ -176,6 +181,9 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 			}
 		}
 		pending = noScript
+	}
+	if amnesia > 0 {
+		return errors.Wrapf(ErrAmnesia, "%d of %d aggregates refused", amnesia, len(changes))
 	}
 	return errors.Join(fenced...)
 }

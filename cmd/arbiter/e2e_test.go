@@ -319,7 +319,9 @@ func TestRedisAmnesia(t *testing.T) {
 	redisServer.Restart() // no persistence: every version is gone
 	e.send(cmds[half:])
 	waitFor(t, worker, "run 'arbiter rebuild-versions'")
-	before := len(e.out.Snapshot())
+	// Outcomes committed before the worker stopped may still be on their
+	// way to the collector: let it settle before counting.
+	before := settled(e.out, 2*time.Second)
 	time.Sleep(3 * time.Second)
 	if after := len(e.out.Snapshot()); after != before {
 		t.Fatalf("outcomes kept coming while Redis had lost its data: %d, then %d", before, after)
@@ -339,4 +341,17 @@ func TestRedisAmnesia(t *testing.T) {
 func lastLine(output string) string {
 	lines := strings.Split(strings.TrimSpace(output), "\n")
 	return lines[len(lines)-1]
+}
+
+// settled returns the number of outcomes read once it has not changed for
+// quiet.
+func settled(out *testkit.Collector, quiet time.Duration) int {
+	n, since := len(out.Snapshot()), time.Now()
+	for time.Since(since) < quiet {
+		time.Sleep(200 * time.Millisecond)
+		if m := len(out.Snapshot()); m != n {
+			n, since = m, time.Now()
+		}
+	}
+	return n
 }
