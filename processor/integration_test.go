@@ -14,6 +14,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/internal/testkit"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 )
@@ -246,6 +247,47 @@ func TestEveryOutcomeKind(t *testing.T) {
 func TestManyCommandsOneWorker(t *testing.T) {
 	s := newStack(t, 6)
 	s.startWorker(func(cfg *processor.Config) { cfg.MaxBatch = 500 })
+	s.manyCommands()
+}
+
+// TestManyCommandsConcurrentSessions runs one worker with three sessions:
+// each must join the group and take partitions, and together they must keep
+// every guarantee one session keeps.
+func TestManyCommandsConcurrentSessions(t *testing.T) {
+	s := newStack(t, 6)
+	s.startWorker(func(cfg *processor.Config) {
+		cfg.MaxBatch = 200
+		cfg.Concurrency = 3
+		cfg.InstanceID = testenv.Name(t, "")
+	})
+	s.manyCommands()
+	client, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	described, err := kadm.NewClient(client).DescribeGroups(ctx, s.group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := described[s.group]
+	if len(group.Members) != 3 {
+		t.Fatalf("group %s has %d members, want one per session (3)", s.group, len(group.Members))
+	}
+	for _, m := range group.Members {
+		if assigned, ok := m.Assigned.AsConsumer(); !ok || len(assigned.Topics) == 0 {
+			t.Errorf("session %s holds no partitions", m.MemberID)
+		}
+	}
+}
+
+// manyCommands sends 200 aggregates five commands each, a third of them
+// with a stale twin, and checks every command's single outcome.
+func (s *stack) manyCommands() {
+	t := s.t
+	t.Helper()
 	const aggregates, perAggregate = 200, 5
 	var cmds []commands.Command
 	var ids []string

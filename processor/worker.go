@@ -86,6 +86,10 @@ type Config struct {
 
 // Hooks are optional callbacks into the batch cycle.
 type Hooks struct {
+	// AfterPoll is called when a poll returned records, before they are
+	// decoded; with AfterBatch it brackets the processing of a batch, and
+	// the hooks between mark its phases (arbiter bench times them).
+	AfterPoll func(ctx context.Context, params BatchParams)
 	// BeforeRedisCommit is called once a batch is decided and before its
 	// versions are advanced in Redis.
 	BeforeRedisCommit func(ctx context.Context, params BatchParams)
@@ -373,6 +377,9 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		}
 		// The batch in hand is finished even when shutdown begins.
 		batchCtx := context.WithoutCancel(ctx)
+		if w.cfg.Hooks.AfterPoll != nil {
+			w.cfg.Hooks.AfterPoll(batchCtx, BatchParams{Records: len(records)})
+		}
 		if err := sess.Begin(); err != nil {
 			return errors.Wrap(err, "begin transaction")
 		}

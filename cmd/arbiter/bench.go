@@ -52,6 +52,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sweep, "sweep", "", "offered loads as fractions of each configuration's measured peak, e.g. 0.25,0.5,0.75,1,1.25; draws the plot")
 	fs.DurationVar(&cfg.SweepDuration, "sweep-duration", 10*time.Second, "how long each sweep point offers its load")
 	fs.StringVar(&plotPath, "plot", defaultPlotPath, "where --sweep writes its PNG plot")
+	fs.IntVar(&cfg.Tuning.Concurrency, "concurrency", 1, "transactional sessions per worker (the worker's --concurrency)")
 	fs.StringVar(&cfg.Tuning.Compression, "compression", "", "codec of the worker's outcome batches: none, snappy, lz4, zstd (default: franz-go's, snappy; in-process workers)")
 	fs.DurationVar(&cfg.Tuning.Linger, "linger", 0, "the worker producer's linger (default: franz-go's, 10ms; in-process workers)")
 	fs.DurationVar(&cfg.LoadLinger, "load-linger", 0, "the load generator's producer linger; negative keeps franz-go's 10ms")

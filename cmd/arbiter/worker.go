@@ -23,6 +23,7 @@ type workerFlags struct {
 	transactionalIDPrefix string
 	instanceID            string
 	maxBatch              int
+	concurrency           int
 	maxRecordBytes        int
 	sessionTimeout        time.Duration
 	transactionTimeout    time.Duration
@@ -49,6 +50,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&f.transactionalIDPrefix, "transactional-id-prefix", envString("ARBITER_TRANSACTIONAL_ID_PREFIX", "arbiter"), "prefix of the worker's Kafka transactional ID (ARBITER_TRANSACTIONAL_ID_PREFIX)")
 	fs.StringVar(&f.instanceID, "instance-id", envString("ARBITER_INSTANCE_ID", ""), "stable unique ID of this replica, e.g. the pod name; a restart then fences its predecessor's open transaction at once (default <host>-<pid>-<random>) (ARBITER_INSTANCE_ID)")
 	fs.IntVar(&f.maxBatch, "max-batch", envInt("ARBITER_MAX_BATCH", 2000), "most records per poll, Redis round trip and transaction (ARBITER_MAX_BATCH)")
+	fs.IntVar(&f.concurrency, "concurrency", envInt("ARBITER_CONCURRENCY", 1), "transactional sessions of this worker, each a group member with its share of the partitions (ARBITER_CONCURRENCY)")
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", 1<<20), "size limit of a command record; larger ones are invalid (ARBITER_MAX_RECORD_BYTES)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", envDuration("ARBITER_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout (ARBITER_SESSION_TIMEOUT)")
 	fs.DurationVar(&f.transactionTimeout, "transaction-timeout", envDuration("ARBITER_TRANSACTION_TIMEOUT", 10*time.Second), "Kafka transaction timeout (ARBITER_TRANSACTION_TIMEOUT)")
@@ -126,6 +128,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		TransactionalIDPrefix: f.transactionalIDPrefix,
 		InstanceID:            f.instanceID,
 		MaxBatch:              f.maxBatch,
+		Concurrency:           f.concurrency,
 		MaxRecordBytes:        f.maxRecordBytes,
 		SessionTimeout:        f.sessionTimeout,
 		TransactionTimeout:    f.transactionTimeout,

@@ -352,7 +352,7 @@ func (b *bencher) run(ctx context.Context, p runParams) (*RunReport, error) {
 	// a worker joining while others already process would make the group
 	// rebalance mid-run, and the first transaction of each worker pays for
 	// finding its coordinator and producer ID.
-	if err := waitForGroup(runCtx, b.admin, spec.group, spec.commandsTopic, b.workerCount(), int32(cfg.Partitions)); err != nil {
+	if err := waitForGroup(runCtx, b.admin, spec.group, spec.commandsTopic, b.workerCount()*max(cfg.Tuning.Concurrency, 1), int32(cfg.Partitions)); err != nil {
 		return nil, err
 	}
 	if err := gen.warmup(runCtx); err != nil {

@@ -193,6 +193,17 @@ func (c *collector) windowRate(lower, upper float64) float64 {
 	return float64(hiAt.outcomes-loAt.outcomes) / (hiAt.at - loAt.at).Seconds()
 }
 
+// longestPause is the longest time between two consecutive fetches that
+// brought outcomes, and when (after the first outcome) it began.
+func (c *collector) longestPause() (pause, at time.Duration) {
+	for i := 1; i < len(c.reached); i++ {
+		if d := c.reached[i].at - c.reached[i-1].at; d > pause {
+			pause, at = d, c.reached[i-1].at-c.first
+		}
+	}
+	return pause, at
+}
+
 // clock is a monotonic clock from the start of a run.
 type clock struct{ start time.Time }
 

@@ -73,6 +73,11 @@ type RunReport struct {
 	Throughput       float64 `json:"throughput"`
 	SteadyThroughput float64 `json:"steady_throughput"`
 	DurationSecs     float64 `json:"duration_seconds"`
+	// LongestPauseMs is the longest time no outcome arrived, and
+	// LongestPauseAtSecs when it began, after the first outcome: a stalled
+	// transaction or a rebalance shows here.
+	LongestPauseMs     float64 `json:"longest_pause_ms"`
+	LongestPauseAtSecs float64 `json:"longest_pause_at_seconds"`
 
 	// Outcomes counts each command's first outcome by kind: "applied" or
 	// a conflict reason.
@@ -145,6 +150,8 @@ func (r *RunReport) fillOutcomes(c *collector) {
 		r.Throughput = float64(c.outcomes-1) / r.DurationSecs
 	}
 	r.SteadyThroughput = c.windowRate(0.1, 0.9)
+	pause, at := c.longestPause()
+	r.LongestPauseMs, r.LongestPauseAtSecs = ms(pause), at.Seconds()
 	h := c.latency
 	r.Latency = LatencyReport{
 		Count: h.Count(), P50Ms: ms(h.Percentile(50)), P90Ms: ms(h.Percentile(90)), P95Ms: ms(h.Percentile(95)),
@@ -288,6 +295,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	row("load generator produced them in", func(run *RunReport) string { return fmt.Sprintf("%.1f s", run.ProduceSecs) })
 	row("sustained commands/s (first→last outcome)", func(run *RunReport) string { return fmtCount(run.Throughput) })
 	row("steady commands/s (10%→90% of outcomes)", func(run *RunReport) string { return fmtCount(run.SteadyThroughput) })
+	row("longest pause between outcomes", func(run *RunReport) string {
+		return fmt.Sprintf("%s at +%.1f s", fmtMillis(run.LongestPauseMs), run.LongestPauseAtSecs)
+	})
 	kinds := map[string]bool{}
 	for _, run := range runs {
 		for k := range run.Outcomes {

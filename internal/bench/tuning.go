@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 // values keep the worker's defaults. docs/tuning.md describes each with its
 // measured effect.
 type Tuning struct {
+	// Concurrency is the worker's Config.Concurrency (`arbiter worker
+	// --concurrency`): transactional sessions per worker. 0 keeps 1.
+	Concurrency int
 	// Compression is the codec of the worker's outcome batches: "" (the
 	// franz-go default, snappy), "none", "snappy", "lz4" or "zstd".
 	Compression string
@@ -35,6 +39,9 @@ func (t Tuning) Validate() error {
 // String describes the non-default knobs.
 func (t Tuning) String() string {
 	var parts []string
+	if t.Concurrency > 1 {
+		parts = append(parts, "concurrency="+strconv.Itoa(t.Concurrency))
+	}
 	if t.Compression != "" {
 		parts = append(parts, "compression="+t.Compression)
 	}
@@ -66,11 +73,18 @@ func (t Tuning) kafkaOptions() []kgo.Opt {
 }
 
 // apply sets the knobs that are worker Config fields.
-func (t Tuning) apply(_ *processor.Config) {}
+func (t Tuning) apply(cfg *processor.Config) {
+	cfg.Concurrency = t.Concurrency
+}
 
 // workerFlags are the knobs as `arbiter worker` flags; knobs without a
 // flag are refused for worker processes by Config.Validate.
-func (t Tuning) workerFlags() []string { return nil }
+func (t Tuning) workerFlags() []string {
+	if t.Concurrency > 1 {
+		return []string{"--concurrency", strconv.Itoa(t.Concurrency)}
+	}
+	return nil
+}
 
 // processCapable reports whether every non-default knob has a worker flag.
 func (t Tuning) processCapable() bool {
