@@ -49,7 +49,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return errors.Wrapf(err, "chaos run with seed %d (logs in %s)", result.Seed, result.Dir)
 	}
-	printf(stdout, "%s", result.Summary())
+	printf(stdout, "%s\n", strings.TrimRight(result.Summary(), "\n"))
 	if !result.OK() {
 		return &foundError{msg: "the chaos run found anomalies; rerun it with --seed " + strconv.FormatInt(result.Seed, 10) + " (logs in " + result.Dir + ")"}
 	}
@@ -99,7 +99,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		printf(stdout, "%s\n", a)
 	}
-	printf(stdout, "%s", report.Summary())
+	printf(stdout, "%s\n", strings.TrimRight(report.Summary(), "\n"))
 	if !report.OK() {
 		return &foundError{msg: "the history has anomalies (listed above)"}
 	}

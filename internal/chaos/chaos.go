@@ -244,7 +244,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return result, err
 	}
-	defer r.redis.proc.stop(10 * time.Second)
+	// Not r.redis.proc.stop directly: a restart replaces the process.
+	defer func() { r.redis.proc.stop(10 * time.Second) }()
 	defer r.stopWorkers()
 	for i := 0; i < cfg.Workers; i++ {
 		if _, err := r.startWorker(nil); err != nil {
