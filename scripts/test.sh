@@ -20,6 +20,22 @@ stop_stack() {
   fi
   echo "test: stopping the stack"
   scripts/stack.sh down || echo "test: scripts/stack.sh down failed" >&2
+  # Nothing this run started may outlive it: the stack's broker and
+  # redis-server, the chaos round's redis-server and workers, the tests'
+  # own redis-servers.
+  local leftovers
+  leftovers="$(pgrep -af "kafka.Kafka $PWD/.stack|$PWD/.stack/bin/arbiter|redis-server .*:1637[9]" || true)"
+  for pid in $(pgrep -x redis-server || true); do
+    case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
+      /tmp/arbiter-chaos-* | /tmp/Test*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
+    esac
+  done
+  if [[ -n ${leftovers//[$'\n ']/} ]]; then
+    echo "test: FAILED: processes left running after the run:"
+    echo "$leftovers"
+    exit 1
+  fi
+  echo "test: no broker or redis-server of this run is left running"
 }
 trap stop_stack EXIT
 trap 'exit 130' INT
