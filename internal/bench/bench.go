@@ -463,8 +463,9 @@ wait:
 	r.fillOutcomes(coll)
 	coll.mu.Unlock()
 	c := endCounters
-	if _, inProcess := workers.(*inProcessWorkers); inProcess {
+	if ip, inProcess := workers.(*inProcessWorkers); inProcess {
 		c = endCounters.minus(startCounters)
+		r.Phases = phaseReports(ip.timers)
 	}
 	r.fillCounters(c)
 	per1k := 1000 / float64(p.n)

@@ -110,6 +110,10 @@ type RunReport struct {
 	RedisCPUPer1k  float64 `json:"redis_cpu_seconds_per_1k"`
 	BrokerCPUPer1k float64 `json:"broker_cpu_seconds_per_1k,omitempty"`
 
+	// Phases is where the in-process workers' batch cycles spent their
+	// time (workers with one session only).
+	Phases []PhaseReport `json:"phases,omitempty"`
+
 	Memory       *MemoryReport `json:"redis_memory,omitempty"`
 	RedisTimeout bool          `json:"-"`
 }
@@ -371,6 +375,18 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "worker CPU measured from: %s\n", r.Batched.CPUSource)
+	for _, run := range runs {
+		if len(run.Phases) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s worker batch cycle:\n", run.Label)
+		pw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(pw, "phase\tshare\tmean\tp99\tmax\t")
+		for _, p := range run.Phases {
+			fmt.Fprintf(pw, "%s\t%.0f%%\t%s\t%s\t%s\t\n", p.Phase, p.Share*100, fmtMillis(p.MeanMs), fmtMillis(p.P99Ms), fmtMillis(p.MaxMs))
+		}
+		_ = pw.Flush()
+	}
 	if r.Baseline != nil {
 		fmt.Fprintf(w, "\nspeed-up, batched over the per-command baseline: %.1f×\n", r.Speedup)
 	}

@@ -73,6 +73,7 @@ type workerSet interface {
 type inProcessWorkers struct {
 	workers []*processor.Worker
 	clients []*redis.Client
+	timers  []*phaseTimer
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -108,6 +109,11 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 			KafkaOptions:          spec.tuning.kafkaOptions(),
 		}
 		spec.tuning.apply(&cfg)
+		if cfg.Concurrency <= 1 {
+			timer := newPhaseTimer()
+			timer.wire(&cfg.Hooks)
+			s.timers = append(s.timers, timer)
+		}
 		worker, err := processor.New(cfg)
 		if err != nil {
 			cancel()
