@@ -57,6 +57,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Tuning.Linger, "linger", 0, "the worker producer's linger (default: franz-go's, 10ms; in-process workers)")
 	fs.DurationVar(&cfg.LoadLinger, "load-linger", 0, "the load generator's producer linger; negative keeps franz-go's 10ms")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated workload")
+	fs.IntVar(&cfg.WarmupN, "warmup-n", 0, "commands of a first batched run whose results are dropped (warms a freshly started broker's JIT)")
+	fs.DurationVar(&cfg.ReaderMaxWait, "reader-max-wait", 100*time.Millisecond, "fetch max wait of the read_committed outcome reader")
 	fs.DurationVar(&cfg.RunTimeout, "timeout", 10*time.Minute, "time limit of each run")
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", envInt("ARBITER_TEST_KAFKA_PID", 0), "process ID of the broker, to report its CPU per 1,000 commands (ARBITER_TEST_KAFKA_PID)")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -77,6 +77,13 @@ type Config struct {
 	// LoadLinger is the load generator's producer linger; negative keeps
 	// the franz-go default (10ms). default: 0 (send at once)
 	LoadLinger time.Duration
+	// WarmupN, when set, is a first batched run of that many commands whose
+	// results are dropped: a broker started a moment ago runs its code
+	// interpreted until the JIT compiled it, and measured the batched
+	// configuration at half its warm throughput.
+	WarmupN int
+	// ReaderMaxWait is the outcome reader's fetch max wait. default: 100ms
+	ReaderMaxWait time.Duration
 	// Seed makes the workload reproducible. default: 1
 	Seed uint64
 	// RunTimeout bounds each run from its first command. default: 10m
@@ -118,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepDuration <= 0 {
 		c.SweepDuration = 10 * time.Second
+	}
+	if c.ReaderMaxWait <= 0 {
+		c.ReaderMaxWait = 100 * time.Millisecond
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -208,6 +218,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	b := &bencher{cfg: cfg, admin: kadm.NewClient(kafka), redis: rdb}
 
 	report := &Report{Target: cfg.Target, Machine: readMachine(), Settings: settingsOf(cfg)}
+	if cfg.WarmupN > 0 {
+		if _, err := b.run(ctx, runParams{label: "warm-up (dropped)", n: cfg.WarmupN, batch: cfg.Batch}); err != nil {
+			return nil, err
+		}
+	}
 	batched, err := b.run(ctx, runParams{label: "batched", n: cfg.N, batch: cfg.Batch, rate: cfg.Rate, profile: true})
 	if err != nil {
 		return nil, err
@@ -319,7 +334,7 @@ func (b *bencher) run(ctx context.Context, p runParams) (*RunReport, error) {
 	memoryBefore, memoryErr := usedMemory(ctx, b.redis)
 	w := generateWorkload(cfg.Seed, "c"+tag, p.n, cfg.Aggregates, cfg.Stale)
 	clk := &clock{start: time.Now()}
-	coll, err := newCollector(cfg.Brokers, w, clk, spec.eventsTopic, spec.conflictsTopic, cfg.Partitions)
+	coll, err := newCollector(cfg.Brokers, w, clk, spec.eventsTopic, spec.conflictsTopic, cfg.Partitions, cfg.ReaderMaxWait)
 	if err != nil {
 		return nil, err
 	}

@@ -48,13 +48,13 @@ type reachedAt struct {
 	at       time.Duration
 }
 
-func newCollector(brokers []string, w *workload, clk *clock, eventsTopic, conflictsTopic string, warmups int) (*collector, error) {
+func newCollector(brokers []string, w *workload, clk *clock, eventsTopic, conflictsTopic string, warmups int, maxWait time.Duration) (*collector, error) {
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumeTopics(eventsTopic, conflictsTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.FetchMaxWait(maxWait),
 		kgo.FetchMaxBytes(64<<20),
 		kgo.FetchMaxPartitionBytes(8<<20),
 	)

@@ -48,6 +48,8 @@ type Settings struct {
 	Batch            int       `json:"batch"`
 	Tuning           string    `json:"tuning"`
 	Sweep            []float64 `json:"sweep,omitempty"`
+	WarmupCommands   int       `json:"warmup_commands,omitempty"`
+	ReaderMaxWaitMs  float64   `json:"reader_max_wait_ms"`
 	Seed             uint64    `json:"seed"`
 }
 
@@ -233,6 +235,7 @@ func settingsOf(cfg Config) Settings {
 		Commands: cfg.N, Aggregates: cfg.Aggregates, Stale: cfg.Stale, Partitions: cfg.Partitions,
 		Workers: cfg.Workers, WorkerKind: "in-process", Rate: cfg.Rate, Batch: cfg.Batch,
 		Tuning: cfg.Tuning.String(), Sweep: cfg.Sweep, Seed: cfg.Seed,
+		WarmupCommands: cfg.WarmupN, ReaderMaxWaitMs: ms(cfg.ReaderMaxWait),
 	}
 	if cfg.WorkerProcesses > 0 {
 		s.Workers, s.WorkerKind = cfg.WorkerProcesses, "process"
@@ -278,8 +281,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %d MiB, load average %s before, %s after\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemoryMiB, r.Machine.LoadBefore, r.Machine.LoadAfter)
 	s := r.Settings
-	fmt.Fprintf(w, "settings: %d aggregates, %.0f%% stale, %d partitions, %d %s worker(s), tuning %s, exactly-once on\n\n",
+	fmt.Fprintf(w, "settings: %d aggregates, %.0f%% stale, %d partitions, %d %s worker(s), tuning %s, exactly-once on\n",
 		s.Aggregates, s.Stale*100, s.Partitions, s.Workers, s.WorkerKind, s.Tuning)
+	fmt.Fprintf(w, "outcome reader: read_committed, fetch max wait %s; warm-up run of %d commands dropped\n\n", fmtMillis(s.ReaderMaxWaitMs), s.WarmupCommands)
 	runs := []*RunReport{r.Batched}
 	if r.Baseline != nil {
 		runs = append(runs, r.Baseline)
