@@ -29,7 +29,8 @@ bin/arbiter bench \
   --redis "$ARBITER_TEST_REDIS_URL" \
   --broker-pid "$ARBITER_TEST_KAFKA_PID" \
   -n 300000 --aggregates 10000 --stale 0.1 --partitions 12 \
-  --worker-processes 2 --batch 2000 \
+  --worker-processes 1 --concurrency 3 --batch 2000 \
+  --warmup-n 200000 \
   --baseline --baseline-n 3000 \
   --sweep 0.25,0.5,0.75,1,1.25 --sweep-duration 10s \
   --plot docs/bench/throughput-latency.png \

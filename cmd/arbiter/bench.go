@@ -159,8 +159,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return errors.Wrapf(err, "create the plot %s", plotPath)
 		}
-		title := "arbiter bench: " + report.Target + " · " + strconv.Itoa(report.Machine.CPUs) + " CPUs · " +
-			strconv.Itoa(report.Settings.Partitions) + " partitions · " + strconv.Itoa(report.Settings.Aggregates) + " aggregates"
+		title := "arbiter bench: " + report.Target + ", " + strconv.Itoa(report.Machine.CPUs) + " CPUs, " +
+			strconv.Itoa(report.Settings.Partitions) + " partitions, " + strconv.Itoa(report.Settings.Aggregates) + " aggregates"
 		if err := report.Sweep.WritePlot(file, title); err != nil {
 			_ = file.Close()
 			return err
