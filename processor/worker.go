@@ -53,8 +53,9 @@ type Config struct {
 	// ID (TransactionalID, then "-2", "-3" … appended for the others), and
 	// processes its share of the partitions: while one session waits for
 	// Redis or for its transaction to commit, another decides. On two cores
-	// three sessions processed 40–60% more commands per second than one
-	// (docs/tuning.md). default: 1
+	// two sessions processed 20% more commands per second than one, three
+	// 30%, four 40% (docs/tuning.md). Keep sessions × workers at or below
+	// the partition count. default: 1
 	Concurrency int
 	// MaxRecordBytes is the size limit of a command record's value; larger
 	// ones are invalid. default: 1 MiB
