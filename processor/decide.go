@@ -300,8 +300,11 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	if codec != nil && !run.stateLoaded {
 		state, err := codec.decodeState(run.loaded.State)
 		if err != nil {
-			// A snapshot that does not decode cannot be decided on.
-			return decided{}, errors.Wrapf(err, "aggregate %s", cmd.AggregateID)
+			// A snapshot that does not decode cannot be decided on; failing
+			// the batch would stall the partition on every retry, so the
+			// command is refused and its sender told why.
+			return reject(events.ReasonRejected, fmt.Sprintf("the stored %s state of aggregate %s at version %d does not decode (%v): deploy a handler that reads it, or rebuild it with 'arbiter rebuild-versions'",
+				codec.name(), cmd.AggregateID, run.version, err)), nil
 		}
 		run.codec, run.state, run.stateLoaded = codec, state, true
 	}

@@ -346,3 +346,22 @@ func TestDecideFencedByAnotherWorker(t *testing.T) {
 		t.Fatalf("the fenced change leaked: redis holds version %d state %s", aggregate.Version, aggregate.State)
 	}
 }
+
+// TestDecideUndecodableSnapshot: a snapshot the handler's state type cannot
+// read makes the command a rejection saying so, not a failed batch that
+// would stall the partition on every retry.
+func TestDecideUndecodableSnapshot(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if err := h.store.Put(ctx, []versionstore.Aggregate{{ID: "a-1", Version: 4, Type: "Counter", State: []byte(`{"total":"not a number"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	b := h.run(h.record("a-1", command("c1", "a-1", "Add", 4, `{"amounts":[1]}`)))
+	_, conflict := decodeOutcome(t, b.outcomes[0])
+	if conflict == nil || conflict.Reason != events.ReasonRejected || !strings.Contains(conflict.Message, "does not decode") {
+		t.Fatalf("a command on an undecodable snapshot: want a rejection naming the problem, got %+v", conflict)
+	}
+	if aggregate, _ := h.store.Get(ctx, "a-1"); aggregate.Version != 4 {
+		t.Fatalf("the rejection moved the version to %d", aggregate.Version)
+	}
+}
