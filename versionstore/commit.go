@@ -15,16 +15,19 @@ import (
 // moved it meanwhile), checks no command is decided yet, then writes the new
 // version and snapshot and records each command's decision and outcome.
 //
-// KEYS[1]           the aggregate hash
-// KEYS[2]           the amnesia marker of the aggregate's slot
-// KEYS[2+2i-1, 2+2i] the decision and outcome keys of the i-th command
-// ARGV[1]           the version the decision was made on
-// ARGV[2]           the new version
-// ARGV[3]           the aggregate type
-// ARGV[4]           the new state snapshot
-// ARGV[5]           the outcome TTL in milliseconds
-// ARGV[6]           the decision TTL in milliseconds
-// ARGV[6+2i-1, 6+2i] the i-th command's encoded decision and outcome
+// KEYS[1]      the aggregate hash
+// KEYS[2]      the amnesia marker of the aggregate's slot
+// KEYS[3..5]   the decision hashes of the time buckets before, of and after now
+// KEYS[5+i]    the outcome key of the i-th command
+// ARGV[1]      the version the decision was made on
+// ARGV[2]      the new version
+// ARGV[3]      the aggregate type
+// ARGV[4]      the new state snapshot
+// ARGV[5]      the outcome TTL in milliseconds
+// ARGV[6]      when the current bucket's decision hash expires (Unix ms)
+// ARGV[6+3i-2] the i-th command's ID
+// ARGV[6+3i-1] its encoded decision
+// ARGV[6+3i]   its encoded outcome
 //
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
 // moved, {2, i} when the i-th command was already decided, and {3, 0} when the
@@ -37,17 +40,22 @@ local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then
   return {0, tonumber(current)}
 end
-for i = 3, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    return {2, (i - 1) / 2}
+local n = #KEYS - 5
+for i = 1, n do
+  local id = ARGV[6 + 3 * i - 2]
+  if redis.call('HEXISTS', KEYS[3], id) == 1 or redis.call('HEXISTS', KEYS[4], id) == 1 or redis.call('HEXISTS', KEYS[5], id) == 1 then
+    return {2, i}
   end
 end
 if ARGV[2] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4])
 end
-for i = 3, #KEYS, 2 do
-  redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[6])
-  redis.call('SET', KEYS[i + 1], ARGV[i + 5], 'PX', ARGV[5])
+for i = 1, n do
+  redis.call('HSET', KEYS[4], ARGV[6 + 3 * i - 2], ARGV[6 + 3 * i - 1])
+  redis.call('SET', KEYS[5 + i], ARGV[6 + 3 * i], 'PX', ARGV[5])
+end
+if n > 0 then
+  redis.call('PEXPIREAT', KEYS[4], ARGV[6])
 end
 return {1, tonumber(ARGV[2])}
 `)
@@ -113,24 +121,29 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 	}
 	// PX 0 would fail after the script wrote the version.
 	outcomeTTL := strconv.FormatInt(max(s.opts.OutcomeTTL.Milliseconds(), 1), 10)
-	dedupeTTL := strconv.FormatInt(max(s.opts.DedupeTTL.Milliseconds(), 1), 10)
+	bucketWidth := max(s.opts.DedupeTTL.Milliseconds(), 1)
 	keys := make([][]string, len(changes))
 	args := make([][]any, len(changes))
 	for i, change := range changes {
-		k := make([]string, 0, 2+2*len(change.Outcomes))
-		a := make([]any, 0, 6+2*len(change.Outcomes))
+		bucket, decisionKeys := s.decisionBuckets(change.AggregateID)
+		// A bucket's decisions stay until the end of the next bucket: at
+		// least DedupeTTL, at most twice that.
+		expireAt := strconv.FormatInt((bucket+2)*bucketWidth, 10)
+		k := make([]string, 0, 5+len(change.Outcomes))
+		a := make([]any, 0, 6+3*len(change.Outcomes))
 		k = append(k, s.aggregateKey(change.AggregateID), s.markerKey(change.AggregateID))
+		k = append(k, decisionKeys[:]...)
 		a = append(a,
 			strconv.FormatInt(change.FromVersion, 10),
 			strconv.FormatInt(change.ToVersion, 10),
 			change.Type,
 			change.State,
 			outcomeTTL,
-			dedupeTTL,
+			expireAt,
 		)
 		for _, outcome := range change.Outcomes {
-			k = append(k, s.decisionKey(change.AggregateID, outcome.CommandID), s.outcomeKey(change.AggregateID, outcome.CommandID))
-			a = append(a, encodeDecision(outcome.Decision()), encodeOutcome(outcome))
+			k = append(k, s.outcomeKey(change.AggregateID, outcome.CommandID))
+			a = append(a, outcome.CommandID, encodeDecision(outcome.Decision()), encodeOutcome(outcome))
 		}
 		keys[i], args[i] = k, a
 	}

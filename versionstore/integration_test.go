@@ -224,8 +224,10 @@ func TestRedisManyAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load failed: %v", err)
 	}
-	if sizes, _ := recorder.sizes(); len(sizes) != 1 || sizes[0] != 2*aggregates {
-		t.Errorf("Load of %d aggregates and outcomes sent pipelines of %v commands, want one of %d", aggregates, sizes, 2*aggregates)
+	// One HMGET of each aggregate, and one of each of its two decision
+	// buckets (the previous and the current), all in one pipeline.
+	if sizes, _ := recorder.sizes(); len(sizes) != 1 || sizes[0] != 3*aggregates {
+		t.Errorf("Load of %d aggregates and outcomes sent pipelines of %v commands, want one of %d", aggregates, sizes, 3*aggregates)
 	}
 	for i, id := range ids {
 		if got := loaded[id]; got.Version != changes[i].ToVersion {

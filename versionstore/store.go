@@ -10,14 +10,19 @@
 // ID and keys of different aggregates never coincide:
 //
 //	<prefix>:{<aggregateId>}            hash: v = version, t = aggregate type, s = state snapshot
-//	<prefix>:{<aggregateId>}:d:<cmdId>  string: the decision on command cmdId (a few bytes; DedupeTTL)
+//	<prefix>:{<aggregateId>}:d:<bucket> hash: command ID -> its decision (a few bytes), for the
+//	                                    commands decided in one DedupeTTL-long time bucket;
+//	                                    expires at the end of the next bucket
 //	<prefix>:{<aggregateId>}:c:<cmdId>  string: the decided outcome's records, for replays (OutcomeTTL;
 //	                                    deleted once the outcome's Kafka transaction committed)
 //	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
 //	                                    (on Redis Cluster one per slot: <prefix>:{<slot tag>}:initialized)
 //
 // The prefix defaults to "arbiter". Command IDs are scoped per aggregate:
-// duplicate detection covers one aggregate's commands for DedupeTTL.
+// duplicate detection covers one aggregate's commands for at least DedupeTTL
+// (at most twice that). Decisions are fields of small per-aggregate hashes,
+// not keys of their own: a key with a TTL costs Redis about 100 bytes before
+// its name and value, a field of a small hash a few.
 //
 // The marker guards against amnesia: a Redis that lost its data (restarted
 // without persistence, failed over to an empty replica) must not be decided
@@ -48,8 +53,9 @@ type Options struct {
 	// this bounds memory only in that failure. default: 24h
 	OutcomeTTL time.Duration
 	// DedupeTTL is how long the short decision record of each command is
-	// kept: the window in which a second record with the same command ID is
-	// recognised as a duplicate. default: 24h
+	// kept at least (at most twice as long): the window in which a second
+	// record with the same command ID is recognised as a duplicate.
+	// default: 24h
 	DedupeTTL time.Duration
 }
 
@@ -71,6 +77,7 @@ type Store struct {
 	client  redis.UniversalClient
 	opts    Options
 	cluster bool
+	now     func() time.Time
 	// slotTags holds, on Redis Cluster, one hash tag per slot for the
 	// per-slot amnesia markers; computed on first use.
 	slotTagsOnce sync.Once
@@ -82,7 +89,7 @@ type Store struct {
 func New(client redis.UniversalClient, opts Options) *Store {
 	opts.setDefaults()
 	_, cluster := client.(*redis.ClusterClient)
-	return &Store{client: client, opts: opts, cluster: cluster}
+	return &Store{client: client, opts: opts, cluster: cluster, now: time.Now}
 }
 
 // Client returns the Redis client the store uses.
@@ -121,8 +128,22 @@ func (s *Store) outcomeKey(aggregateID, commandID string) string {
 	return s.commandKey(aggregateID, "}:c:", commandID)
 }
 
-func (s *Store) decisionKey(aggregateID, commandID string) string {
-	return s.commandKey(aggregateID, "}:d:", commandID)
+// decisionKey returns the decision hash of an aggregate for one time bucket.
+func (s *Store) decisionKey(aggregateID string, bucket int64) string {
+	return s.commandKey(aggregateID, "}:d:", strconv.FormatInt(bucket, 10))
+}
+
+// decisionBuckets returns the time bucket of now and the keys of the
+// decision hashes a lookup reads: the buckets before, of and after now, so
+// that workers whose clocks differ by less than a bucket see each other's
+// decisions.
+func (s *Store) decisionBuckets(aggregateID string) (bucket int64, keys [3]string) {
+	width := max(s.opts.DedupeTTL.Milliseconds(), 1)
+	bucket = s.now().UnixMilli() / width
+	for i := range keys {
+		keys[i] = s.decisionKey(aggregateID, bucket-1+int64(i))
+	}
+	return bucket, keys
 }
 
 func (s *Store) commandKey(aggregateID, kind, commandID string) string {
@@ -292,9 +313,35 @@ func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggr
 	for i, id := range req.AggregateIDs {
 		aggregateCmds[i] = pipe.HMGet(ctx, s.aggregateKey(id), "v", "t", "s")
 	}
-	decisionCmds := make([]*redis.StringCmd, len(req.Commands))
-	for i, ref := range req.Commands {
-		decisionCmds[i] = pipe.Get(ctx, s.decisionKey(ref.AggregateID, ref.CommandID))
+	// One HMGET per aggregate and bucket, for all its commands.
+	type lookup struct {
+		refs []CommandRef
+		cmds [2]*redis.SliceCmd
+	}
+	lookups := make(map[string]*lookup)
+	var lookupOrder []*lookup
+	for _, ref := range req.Commands {
+		l, ok := lookups[ref.AggregateID]
+		if !ok {
+			l = &lookup{}
+			lookups[ref.AggregateID] = l
+			lookupOrder = append(lookupOrder, l)
+		}
+		l.refs = append(l.refs, ref)
+	}
+	for _, l := range lookupOrder {
+		fields := make([]string, len(l.refs))
+		for i, ref := range l.refs {
+			fields[i] = ref.CommandID
+		}
+		// The previous and the current bucket. A decision a worker whose
+		// clock runs ahead wrote into the next bucket is not read here; the
+		// compare-and-set, which checks all three, refuses to decide it
+		// again, and the batch is retried once this clock has caught up.
+		_, keys := s.decisionBuckets(l.refs[0].AggregateID)
+		for i, key := range keys[:2] {
+			l.cmds[i] = pipe.HMGet(ctx, key, fields...)
+		}
 	}
 	for _, ref := range req.Forget {
 		pipe.Unlink(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
@@ -309,19 +356,24 @@ func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggr
 		}
 		aggregates[id] = aggregate
 	}
-	for i, ref := range req.Commands {
-		value, err := decisionCmds[i].Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
+	for _, l := range lookupOrder {
+		for _, cmd := range l.cmds {
+			if err := cmd.Err(); err != nil {
+				return nil, nil, errors.Wrapf(err, "load the decisions on %d commands of aggregate %s", len(l.refs), l.refs[0].AggregateID)
+			}
+			for i, value := range cmd.Val() {
+				text, ok := value.(string)
+				if !ok {
+					continue
+				}
+				ref := l.refs[i]
+				decision, err := decodeDecision(ref.CommandID, []byte(text))
+				if err != nil {
+					return nil, nil, errors.Wrapf(err, "aggregate %s", ref.AggregateID)
+				}
+				decisions[ref] = decision
+			}
 		}
-		if err != nil {
-			return nil, nil, errors.Wrapf(err, "load the decision on command %s of aggregate %s", ref.CommandID, ref.AggregateID)
-		}
-		decision, err := decodeDecision(ref.CommandID, value)
-		if err != nil {
-			return nil, nil, errors.Wrapf(err, "aggregate %s", ref.AggregateID)
-		}
-		decisions[ref] = decision
 	}
 	return aggregates, decisions, nil
 }
@@ -439,8 +491,8 @@ func (s *Store) Versions(ctx context.Context) (map[string]int64, error) {
 		}
 		for iter.Next(ctx) {
 			key := iter.Val()
-			// Command keys hold "}:c:" or "}:d:" inside; an aggregate
-			// key's escaped ID holds no '}'.
+			// Command and decision keys hold "}:c:" or "}:d:" inside; an
+			// aggregate key's escaped ID holds no '}'.
 			if len(key) < len(prefix)+2 || strings.Contains(key[len(prefix):len(key)-1], "}") {
 				continue
 			}

@@ -508,7 +508,8 @@ func TestLoadCorruptData(t *testing.T) {
 		{
 			name: "corrupt outcome",
 			prepare: func(ctx context.Context, store *Store) error {
-				return store.Client().Set(ctx, store.decisionKey("a", "c-1"), []byte{'x', 0, 0, 0}, 0).Err()
+				bucket, _ := store.decisionBuckets("a")
+				return store.Client().HSet(ctx, store.decisionKey("a", bucket), "c-1", []byte{'x', 0, 0, 0}).Err()
 			},
 			isCorruptOutcome: true,
 		},
@@ -551,12 +552,17 @@ func TestOutcomeTTL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store, server := newMiniStore(t, Options{OutcomeTTL: tt.ttl, DedupeTTL: tt.ttl})
+			clock := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+			store.now = func() time.Time { return clock }
+			server.SetTime(clock)
 			mustCommit(t, store, testChange("a", 0, 1, "c-1"))
 			if got := server.TTL(store.outcomeKey("a", "c-1")); got != tt.wantTTL {
 				t.Errorf("TTL of the outcome key = %s, want %s", got, tt.wantTTL)
 			}
-			if got := server.TTL(store.decisionKey("a", "c-1")); got != tt.wantTTL {
-				t.Errorf("TTL of the decision key = %s, want %s", got, tt.wantTTL)
+			bucket, _ := store.decisionBuckets("a")
+			decisionTTL := server.TTL(store.decisionKey("a", bucket))
+			if decisionTTL < tt.wantTTL || decisionTTL > 2*tt.wantTTL {
+				t.Errorf("TTL of the decision hash = %s, want between %s and %s", decisionTTL, tt.wantTTL, 2*tt.wantTTL)
 			}
 			if got := server.TTL(store.aggregateKey("a")); got != 0 {
 				t.Errorf("TTL of the aggregate hash = %s, want none: versions must never expire", got)
@@ -567,13 +573,25 @@ func TestOutcomeTTL(t *testing.T) {
 				t.Fatalf("the outcome expired before its TTL of %s", tt.wantTTL)
 			}
 			server.FastForward(2 * time.Millisecond)
-			if outcome, ok := mustOutcome(t, store, "a", "c-1"); ok {
-				t.Fatalf("the outcome is still recorded after its TTL of %s: %+v", tt.wantTTL, outcome)
+			if _, err := store.LoadOutcomes(context.Background(), []CommandRef{{AggregateID: "a", CommandID: "c-1"}}); !errors.Is(err, ErrOutcomeExpired) {
+				t.Fatalf("the outcome records are still there after their TTL of %s: %v", tt.wantTTL, err)
+			}
+			// Within DedupeTTL the command is still a duplicate (the server's
+			// clock went 1 ms past the outcome TTL above: only measurable
+			// for TTLs of more than a few milliseconds).
+			clock = clock.Add(tt.wantTTL - time.Millisecond)
+			if tt.wantTTL > 2*time.Millisecond {
+				if err := store.Commit(context.Background(), []Change{testChange("a", 1, 2, "c-1")}); !errors.Is(err, ErrFenced) {
+					t.Fatalf("a second decision on c-1 within the dedupe window returned %v, want ErrFenced", err)
+				}
 			}
 			if got := mustGet(t, store, "a"); got.Version != 1 {
 				t.Errorf("aggregate at version %d after the outcome expired, want 1", got.Version)
 			}
-			// Once expired, the command ID is no longer a duplicate.
+			// Past twice DedupeTTL, the command ID is no longer a duplicate.
+			clock = clock.Add(tt.wantTTL + decisionTTL)
+			server.SetTime(clock)
+			server.FastForward(decisionTTL + tt.wantTTL)
 			mustCommit(t, store, testChange("a", 1, 2, "c-1"))
 		})
 	}
@@ -880,8 +898,8 @@ func TestKeyLayout(t *testing.T) {
 					keys = append(keys, key)
 				}
 			}
-			if len(keys) != 1+2*len(commandIDs) {
-				t.Fatalf("keys = %q, want the aggregate hash and %d decision and outcome keys", keys, 2*len(commandIDs))
+			if len(keys) != 2+len(commandIDs) {
+				t.Fatalf("keys = %q, want the aggregate hash, its decision hash and %d outcome keys", keys, len(commandIDs))
 			}
 			var problems []string
 			slot := keySlot(tag)
@@ -1003,4 +1021,43 @@ func mustLoadOutcome(rt *rapid.T, store *Store, ref CommandRef) []byte {
 		rt.Fatalf("LoadOutcomes of %+v: %v", ref, err)
 	}
 	return encodeOutcome(outcomes[ref])
+}
+
+// TestDecisionBuckets: a decision stays a duplicate across the boundary of
+// its time bucket, and a worker whose clock runs behind still cannot decide
+// a command again that a worker ahead of it recorded in the next bucket.
+func TestDecisionBuckets(t *testing.T) {
+	ttl := time.Minute
+	store, server := newMiniStore(t, Options{DedupeTTL: ttl})
+	start := time.Date(2026, 11, 25, 10, 0, 59, 0, time.UTC) // a second before a bucket ends
+	clock := start
+	store.now = func() time.Time { return clock }
+	server.SetTime(clock)
+	mustCommit(t, store, testChange("a", 0, 1, "c-1"))
+
+	for _, tt := range []struct {
+		name string
+		skew time.Duration
+	}{
+		{"the next bucket", 2 * time.Second},
+		{"the end of the next bucket", ttl},
+	} {
+		clock = start.Add(tt.skew)
+		_, decisions, err := store.Load(context.Background(), nil, []CommandRef{{AggregateID: "a", CommandID: "c-1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := decisions[CommandRef{AggregateID: "a", CommandID: "c-1"}]; !ok {
+			t.Fatalf("in %s the decision on c-1 is no longer loaded", tt.name)
+		}
+	}
+
+	// A worker ahead records c-2 in the next bucket; one behind loads nothing
+	// but its compare-and-set refuses.
+	clock = start.Add(2 * time.Second)
+	mustCommit(t, store, testChange("a", 1, 2, "c-2"))
+	clock = start
+	if err := store.Commit(context.Background(), []Change{testChange("a", 2, 2, "c-2")}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a worker behind decided c-2 again: %v, want ErrFenced", err)
+	}
 }
