@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -46,15 +47,7 @@ type ProducerConfig struct {
 }
 
 func (c *ProducerConfig) setDefaults() {
-	if c.CommandsTopic == "" {
-		c.CommandsTopic = "commands"
-	}
-	if c.EventsTopic == "" {
-		c.EventsTopic = "events"
-	}
-	if c.ConflictsTopic == "" {
-		c.ConflictsTopic = "conflicts"
-	}
+	events.SetDefaultTopics(&c.CommandsTopic, &c.EventsTopic, &c.ConflictsTopic)
 	if c.Linger <= 0 {
 		c.Linger = 5 * time.Millisecond
 	}
@@ -75,8 +68,8 @@ func (c *ProducerConfig) Validate() error {
 	if len(c.Brokers) == 0 {
 		problems = append(problems, errors.New("no Kafka brokers: set Brokers (--brokers / ARBITER_BROKERS)"))
 	}
-	if c.CommandsTopic == c.EventsTopic || c.CommandsTopic == c.ConflictsTopic || c.EventsTopic == c.ConflictsTopic {
-		problems = append(problems, errors.Newf("the commands, events and conflicts topics must differ, got %q, %q and %q", c.CommandsTopic, c.EventsTopic, c.ConflictsTopic))
+	if err := events.ValidateTopics(c.CommandsTopic, c.EventsTopic, c.ConflictsTopic); err != nil {
+		problems = append(problems, err)
 	}
 	return errors.Join(problems...)
 }

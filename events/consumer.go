@@ -57,7 +57,7 @@ type ConsumerConfig struct {
 
 func (c *ConsumerConfig) setDefaults() {
 	if c.Topic == "" {
-		c.Topic = "events"
+		c.Topic = DefaultEventsTopic
 	}
 	if c.MaxTrackedAggregates <= 0 {
 		c.MaxTrackedAggregates = 100000

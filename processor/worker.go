@@ -119,15 +119,7 @@ func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "arbiter"
 	}
-	if c.CommandsTopic == "" {
-		c.CommandsTopic = "commands"
-	}
-	if c.EventsTopic == "" {
-		c.EventsTopic = "events"
-	}
-	if c.ConflictsTopic == "" {
-		c.ConflictsTopic = "conflicts"
-	}
+	events.SetDefaultTopics(&c.CommandsTopic, &c.EventsTopic, &c.ConflictsTopic)
 	if c.TransactionalIDPrefix == "" {
 		c.TransactionalIDPrefix = "arbiter"
 	}
@@ -172,13 +164,8 @@ func (c *Config) Validate() error {
 	if c.Store == nil {
 		problems = append(problems, errors.New("no version Store"))
 	}
-	topics := map[string]string{"commands": c.CommandsTopic, "events": c.EventsTopic, "conflicts": c.ConflictsTopic}
-	for name, topic := range topics {
-		for other, otherTopic := range topics {
-			if name < other && topic == otherTopic {
-				problems = append(problems, errors.Newf("the %s and %s topics are both %q; they must differ", name, other, topic))
-			}
-		}
+	if err := events.ValidateTopics(c.CommandsTopic, c.EventsTopic, c.ConflictsTopic); err != nil {
+		problems = append(problems, err)
 	}
 	return errors.Join(problems...)
 }

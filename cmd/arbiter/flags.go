@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -58,9 +59,9 @@ func envDuration(name string, fallback time.Duration) time.Duration {
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.brokers, "brokers", envString("ARBITER_BROKERS", ""), "Kafka seed brokers, comma-separated (ARBITER_BROKERS)")
 	fs.StringVar(&c.redisURL, "redis", envString("ARBITER_REDIS_URL", ""), "Redis URL, redis://[user:password@]host:port/db (ARBITER_REDIS_URL)")
-	fs.StringVar(&c.commandsTopic, "commands-topic", envString("ARBITER_COMMANDS_TOPIC", "commands"), "commands topic (ARBITER_COMMANDS_TOPIC)")
-	fs.StringVar(&c.eventsTopic, "events-topic", envString("ARBITER_EVENTS_TOPIC", "events"), "events topic (ARBITER_EVENTS_TOPIC)")
-	fs.StringVar(&c.conflictsTopic, "conflicts-topic", envString("ARBITER_CONFLICTS_TOPIC", "conflicts"), "conflicts topic (ARBITER_CONFLICTS_TOPIC)")
+	fs.StringVar(&c.commandsTopic, "commands-topic", envString("ARBITER_COMMANDS_TOPIC", events.DefaultCommandsTopic), "commands topic (ARBITER_COMMANDS_TOPIC)")
+	fs.StringVar(&c.eventsTopic, "events-topic", envString("ARBITER_EVENTS_TOPIC", events.DefaultEventsTopic), "events topic (ARBITER_EVENTS_TOPIC)")
+	fs.StringVar(&c.conflictsTopic, "conflicts-topic", envString("ARBITER_CONFLICTS_TOPIC", events.DefaultConflictsTopic), "conflicts topic (ARBITER_CONFLICTS_TOPIC)")
 	fs.StringVar(&c.keyPrefix, "key-prefix", envString("ARBITER_KEY_PREFIX", "arbiter"), "prefix of every Redis key (ARBITER_KEY_PREFIX)")
 	fs.StringVar(&c.logFormat, "log-format", envString("ARBITER_LOG_FORMAT", "console"), "log format: json or console (ARBITER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", envString("ARBITER_LOG_LEVEL", "info"), "log level: debug, info, warn, error (ARBITER_LOG_LEVEL)")

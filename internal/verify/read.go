@@ -51,15 +51,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.CommandsTopic == "" {
-		c.CommandsTopic = "commands"
-	}
-	if c.EventsTopic == "" {
-		c.EventsTopic = "events"
-	}
-	if c.ConflictsTopic == "" {
-		c.ConflictsTopic = "conflicts"
-	}
+	events.SetDefaultTopics(&c.CommandsTopic, &c.EventsTopic, &c.ConflictsTopic)
 }
 
 // Validate reports every problem of the configuration at once.
@@ -68,9 +60,9 @@ func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		problems = append(problems, errors.New("verify: Brokers is empty"))
 	}
-	topics := []string{c.CommandsTopic, c.EventsTopic, c.ConflictsTopic}
-	if topics[0] != "" && (topics[0] == topics[1] || topics[0] == topics[2]) || topics[1] != "" && topics[1] == topics[2] {
-		problems = append(problems, errors.Newf("verify: the commands, events and conflicts topics must differ, got %q, %q and %q", topics[0], topics[1], topics[2]))
+	c.setDefaults() // a copy: empty names stand for the defaults
+	if err := events.ValidateTopics(c.CommandsTopic, c.EventsTopic, c.ConflictsTopic); err != nil {
+		problems = append(problems, errors.Wrap(err, "verify"))
 	}
 	return errors.Join(problems...)
 }
