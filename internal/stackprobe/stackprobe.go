@@ -144,3 +144,15 @@ func ParseRedisInfo(text string) map[string]string {
 	}
 	return fields
 }
+
+// SplitList splits a comma-separated list (of broker addresses, of topics),
+// dropping blanks around and between the items.
+func SplitList(list string) []string {
+	var items []string
+	for item := range strings.SplitSeq(list, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}

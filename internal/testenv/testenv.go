@@ -102,7 +102,7 @@ func unavailable(t testing.TB, format string, args ...any) {
 // under CI=true and is skipped otherwise.
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	brokers := splitList(os.Getenv(EnvKafkaBrokers))
+	brokers := stackprobe.SplitList(os.Getenv(EnvKafkaBrokers))
 	if len(brokers) == 0 {
 		unavailable(t, "%s is not set: no Kafka broker to test against", EnvKafkaBrokers)
 	}
@@ -308,14 +308,4 @@ func allLed(metadata kadm.Metadata, partitions int32, names []string) error {
 // "metadata.version" and "transaction.version".
 func KafkaFeatures(ctx context.Context, brokers []string) (map[string]int16, error) {
 	return stackprobe.KafkaFeatures(ctx, brokers)
-}
-
-func splitList(list string) []string {
-	var items []string
-	for item := range strings.SplitSeq(list, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			items = append(items, item)
-		}
-	}
-	return items
 }

@@ -94,13 +94,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, err
 	}
 	cfg := config{
-		brokers:               splitList(*brokers),
+		brokers:               stackprobe.SplitList(*brokers),
 		redisURL:              *redisURL,
 		wait:                  *wait,
 		kafkaPID:              *kafkaPID,
 		redisPID:              *redisPID,
 		minTransactionVersion: *minTransactionVersion,
-		createTopics:          splitList(*createTopics),
+		createTopics:          stackprobe.SplitList(*createTopics),
 		partitions:            *partitions,
 	}
 	var problems []error
@@ -117,16 +117,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		problems = append(problems, errors.Newf("unexpected arguments %q", fs.Args()))
 	}
 	return cfg, errors.Join(problems...)
-}
-
-func splitList(list string) []string {
-	var items []string
-	for item := range strings.SplitSeq(list, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			items = append(items, item)
-		}
-	}
-	return items
 }
 
 func check(ctx context.Context, cfg config, stdout io.Writer) error {
