@@ -272,6 +272,7 @@ func boolGauge(b bool) float64 {
 func (m *Metrics) KafkaSessionOptions(transactionalID string) []kgo.Opt {
 	plugin := kprom.NewMetrics(kafkaClientNamespace,
 		kprom.Registerer(m.cfg.Registerer),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.Batches, kprom.UncompressedBytes),
 		kprom.WithStaticLabel(prometheus.Labels{transactionalIDLabel: transactionalID}))
 	return []kgo.Opt{kgo.WithHooks(plugin)}
 }
