@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -204,6 +205,7 @@ type manifests struct {
 	scaledObjects  []scaledObject
 	triggerAuths   []triggerAuthentication
 	dashboards     []dashboard
+	configMaps     []corev1.ConfigMap
 }
 
 // strict decodes YAML or JSON into out, failing on unknown or duplicate
@@ -282,6 +284,13 @@ func (m *manifests) decode(t *testing.T, path string) {
 		m.dashboards = append(m.dashboards, d)
 		return
 	}
+	m.decodeDocuments(t, path, data)
+}
+
+// decodeDocuments decodes each document of a YAML stream strictly into the
+// Go type of its kind.
+func (m *manifests) decodeDocuments(t *testing.T, path string, data []byte) {
+	t.Helper()
 	for i, doc := range documentSeparator.Split(string(data), -1) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
 			continue
@@ -301,6 +310,8 @@ func (m *manifests) decode(t *testing.T, path string) {
 			m.budgets = append(m.budgets, decodeAs[policyv1.PodDisruptionBudget](t, where, raw))
 		case "batch/v1 Job":
 			m.jobs = append(m.jobs, decodeAs[batchv1.Job](t, where, raw))
+		case "v1 ConfigMap":
+			m.configMaps = append(m.configMaps, decodeAs[corev1.ConfigMap](t, where, raw))
 		case "v1 Secret":
 			m.secrets = append(m.secrets, decodeAs[corev1.Secret](t, where, raw))
 		case "monitoring.coreos.com/v1 ServiceMonitor":
@@ -901,4 +912,92 @@ func setPointer(doc any, path string, value any, replace bool) error {
 		}
 	}
 	return nil
+}
+
+// TestKubernetesOverlaysBuild builds each overlay with kustomize (kubectl
+// kustomize, when kubectl is installed), decodes every object of the result
+// strictly, and checks what the patches made of the worker: env names, the
+// KEDA cap, the namespace.
+func TestKubernetesOverlaysBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed; TestKubernetesOverlays checks the overlays without kustomize")
+	}
+	env := envNames(t)
+	for _, name := range overlays {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(kubernetesDir, "overlays", name)
+			out, err := exec.Command(kubectl, "kustomize", dir).CombinedOutput()
+			if err != nil {
+				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+			}
+			built := &manifests{dir: dir}
+			built.decodeDocuments(t, "kubectl kustomize "+dir, out)
+			overlay := load(t, dir)
+			for _, object := range built.objects() {
+				if object.Namespace != overlay.kustomization.Namespace {
+					t.Errorf("%s %s is in namespace %q, want %q", object.Kind, object.Name, object.Namespace, overlay.kustomization.Namespace)
+				}
+			}
+			sts := one(t, dir, "StatefulSet", built.statefulSets)
+			worker := container(t, "StatefulSet", sts.Spec.Template.Spec, "worker")
+			for _, e := range worker.Env {
+				if !env[e.Name] {
+					t.Errorf("env %s is not a variable the CLI reads", e.Name)
+				}
+			}
+			if worker.Image == workerImage || !strings.Contains(worker.Image, "/") {
+				t.Errorf("the image %q was not replaced by the kustomization's images", worker.Image)
+			}
+			checkScaling(t, sts, one(t, dir, "Job", built.jobs), one(t, dir, "ScaledObject", built.scaledObjects), false)
+			board := one(t, dir, "ConfigMap", built.configMaps)
+			for file, content := range board.Data {
+				var d dashboard
+				strict(t, dir+" ConfigMap "+board.Name+" "+file, []byte(content), &d)
+			}
+		})
+	}
+}
+
+// object is what every built object has.
+type object struct {
+	Kind, Name, Namespace string
+}
+
+func (m *manifests) objects() []object {
+	var out []object
+	add := func(kind string, meta metav1.ObjectMeta) {
+		out = append(out, object{Kind: kind, Name: meta.Name, Namespace: meta.Namespace})
+	}
+	for _, o := range m.statefulSets {
+		add("StatefulSet", o.ObjectMeta)
+	}
+	for _, o := range m.services {
+		add("Service", o.ObjectMeta)
+	}
+	for _, o := range m.budgets {
+		add("PodDisruptionBudget", o.ObjectMeta)
+	}
+	for _, o := range m.jobs {
+		add("Job", o.ObjectMeta)
+	}
+	for _, o := range m.secrets {
+		add("Secret", o.ObjectMeta)
+	}
+	for _, o := range m.configMaps {
+		add("ConfigMap", o.ObjectMeta)
+	}
+	for _, o := range m.serviceMonitor {
+		add("ServiceMonitor", o.ObjectMeta)
+	}
+	for _, o := range m.rules {
+		add("PrometheusRule", o.ObjectMeta)
+	}
+	for _, o := range m.scaledObjects {
+		add("ScaledObject", o.ObjectMeta)
+	}
+	for _, o := range m.triggerAuths {
+		add("TriggerAuthentication", o.ObjectMeta)
+	}
+	return out
 }
