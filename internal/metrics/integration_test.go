@@ -60,7 +60,7 @@ func newStack(t *testing.T, partitions int32) *stack {
 }
 
 // startWorker runs a worker with its HTTP listener until the test ends.
-func (s *stack) startWorker() {
+func (s *stack) startWorker(concurrency int) {
 	t := s.t
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
@@ -76,6 +76,7 @@ func (s *stack) startWorker() {
 		Brokers: s.brokers, Group: s.group,
 		CommandsTopic: s.topics.Commands, EventsTopic: s.topics.Events, ConflictsTopic: s.topics.Conflicts,
 		Registry: s.registry, Store: s.store, Logger: log.Named("worker"), SessionTimeout: 6 * time.Second,
+		Concurrency: concurrency,
 	}
 	telemetry.Instrument(&cfg)
 	worker, err := processor.New(cfg)
@@ -199,10 +200,10 @@ func command(t *testing.T, id, productID, commandType string, expectedVersion in
 
 // TestMetricsAfterAKnownMixOfOutcomes sends one command of each outcome
 // (two applied) and reads the counters, the lag and the client metrics
-// from /metrics.
+// from /metrics, of a worker with two sessions.
 func TestMetricsAfterAKnownMixOfOutcomes(t *testing.T) {
 	s := newStack(t, 2)
-	s.startWorker()
+	s.startWorker(2)
 	s.awaitReady(90*time.Second, http.StatusOK, "ok")
 
 	const productID = "prod-mix"
@@ -268,6 +269,17 @@ func TestMetricsAfterAKnownMixOfOutcomes(t *testing.T) {
 	if got := value(families, metrics.KafkaClientMetricsPrefix+"produce_records_total"); got < 7 {
 		t.Errorf("franz-go client metrics: %v records produced, want at least the 7 outcomes", got)
 	}
+	sessions := map[string]bool{}
+	for _, m := range families[metrics.KafkaClientMetricsPrefix+"connects_total"].GetMetric() {
+		for _, label := range m.GetLabel() {
+			if label.GetName() == "transactional_id" {
+				sessions[label.GetValue()] = true
+			}
+		}
+	}
+	if len(sessions) != 2 {
+		t.Errorf("franz-go client metrics of %d sessions (%v), want 2", len(sessions), sessions)
+	}
 	// The offsets are committed with the transaction: no lag is left.
 	s.await(30*time.Second, "arbiter_consumer_lag_records", func() string {
 		families := s.scrape()
@@ -287,7 +299,7 @@ func TestMetricsAfterAKnownMixOfOutcomes(t *testing.T) {
 // rebuild when a command comes, and both are back after the rebuild.
 func TestReadyzWhileRedisHasLostItsData(t *testing.T) {
 	s := newStack(t, 2)
-	s.startWorker()
+	s.startWorker(1)
 	s.awaitReady(90*time.Second, http.StatusOK, "ok")
 	const productID = "prod-amnesia"
 	s.sendAndWait(command(t, "amnesia-create", productID, product.CreateProductType, 0, product.CreateProduct{Name: "Desk", Price: 90, Stock: 2}))
@@ -348,4 +360,25 @@ func (s *stack) forgetEverything() {
 	if err := client.Del(ctx, keys...).Err(); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// TestReadyzWhileRedisIsDown stops the worker's own redis-server: /readyz
+// turns 503 saying Redis is unreachable. Restarted without persistence, it
+// has lost the data: still 503, now saying so.
+func TestReadyzWhileRedisIsDown(t *testing.T) {
+	s := newStack(t, 1)
+	redisServer := testenv.StartRedisServer(t, testenv.RedisServerOptions{})
+	s.store = versionstore.New(redisServer.Client(), versionstore.Options{KeyPrefix: s.prefix})
+	s.startWorker(1)
+	s.awaitReady(90*time.Second, http.StatusOK, "ok")
+
+	redisServer.Stop()
+	body := s.awaitReady(30*time.Second, http.StatusServiceUnavailable, "redis: unreachable")
+	t.Logf("/readyz with redis-server stopped: %s", strings.TrimSpace(body))
+	if status, _ := s.get(metrics.HealthPath); status != http.StatusOK {
+		t.Fatalf("/healthz %d while Redis is down: the process is alive", status)
+	}
+
+	redisServer.Restart()
+	s.awaitReady(30*time.Second, http.StatusServiceUnavailable, "redis has lost arbiter's data")
 }

@@ -284,18 +284,12 @@ func (m *Metrics) ObserveBatch(b processor.BatchObservation) {
 	m.transactionDuration.WithLabelValues(string(b.Result)).Observe(b.KafkaDuration.Seconds())
 	m.transactions.WithLabelValues(string(b.Result)).Inc()
 	if b.Result == processor.TransactionCommitted {
-		for outcome, n := range map[string]int{
-			outcomeApplied:                       b.Outcomes.Applied,
-			string(events.ReasonVersionConflict): b.Outcomes.VersionConflict,
-			string(events.ReasonRejected):        b.Outcomes.Rejected,
-			string(events.ReasonInvalid):         b.Outcomes.Invalid,
-			string(events.ReasonUnknownType):     b.Outcomes.UnknownType,
-			string(events.ReasonDuplicate):       b.Outcomes.Duplicate,
-		} {
-			if n > 0 {
-				m.commands.WithLabelValues(outcome).Add(float64(n))
-			}
-		}
+		m.countOutcome(outcomeApplied, b.Outcomes.Applied)
+		m.countOutcome(string(events.ReasonVersionConflict), b.Outcomes.VersionConflict)
+		m.countOutcome(string(events.ReasonRejected), b.Outcomes.Rejected)
+		m.countOutcome(string(events.ReasonInvalid), b.Outcomes.Invalid)
+		m.countOutcome(string(events.ReasonUnknownType), b.Outcomes.UnknownType)
+		m.countOutcome(string(events.ReasonDuplicate), b.Outcomes.Duplicate)
 		if b.Replayed > 0 {
 			m.replayed.Add(float64(b.Replayed))
 		}
@@ -320,6 +314,12 @@ func (m *Metrics) ObserveBatch(b processor.BatchObservation) {
 			}
 			f.last = now
 		}
+	}
+}
+
+func (m *Metrics) countOutcome(outcome string, n int) {
+	if n > 0 {
+		m.commands.WithLabelValues(outcome).Add(float64(n))
 	}
 }
 
