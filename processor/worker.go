@@ -390,8 +390,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if err := sess.Begin(); err != nil {
 			return errors.Wrap(err, "begin transaction")
 		}
-		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
-		b.produceStart = time.Now()
+		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond), produceStart: time.Now()}
 		params, produceErr := w.processBatch(batchCtx, sess, l, b)
 		commit := kgo.TryCommit
 		if produceErr != nil {

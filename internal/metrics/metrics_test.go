@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 )
@@ -288,4 +289,20 @@ func get(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
+}
+
+// TestKafkaCheckUnreachable: with no broker to answer, the Kafka check of
+// /readyz fails within its time-out and says so.
+func TestKafkaCheckUnreachable(t *testing.T) {
+	client, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	check := KafkaCheck(kadm.NewClient(client), "commands")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := check.Check(ctx); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("kafka check without a broker: %v, want unreachable", err)
+	}
 }
