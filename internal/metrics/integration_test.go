@@ -36,6 +36,8 @@ type stack struct {
 	registry *processor.Registry
 	out      *testkit.Collector
 	url      string
+	// stuckAfter is the worker's; zero takes the default.
+	stuckAfter time.Duration
 }
 
 func newStack(t *testing.T, partitions int32) *stack {
@@ -66,7 +68,7 @@ func (s *stack) startWorker(concurrency int) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	telemetry, err := metrics.NewWorker(metrics.WorkerConfig{
 		Addr: "127.0.0.1:0", Brokers: s.brokers, Group: s.group, CommandsTopic: s.topics.Commands,
-		Store: s.store, Logger: log.Named("http"),
+		Store: s.store, Logger: log.Named("http"), StuckAfter: s.stuckAfter,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -363,12 +365,16 @@ func (s *stack) forgetEverything() {
 }
 
 // TestReadyzWhileRedisIsDown stops the worker's own redis-server: /readyz
-// turns 503 saying Redis is unreachable. Restarted without persistence, it
-// has lost the data: still 503, now saying so.
+// turns 503 saying Redis is unreachable, and once a command's batches have
+// failed for the stuck-after time, that its partition is stuck. Restarted
+// without persistence, Redis has lost the data: still 503, now saying so.
+// After the rebuild the command is applied and /readyz is 200 again.
 func TestReadyzWhileRedisIsDown(t *testing.T) {
 	s := newStack(t, 1)
 	redisServer := testenv.StartRedisServer(t, testenv.RedisServerOptions{})
 	s.store = versionstore.New(redisServer.Client(), versionstore.Options{KeyPrefix: s.prefix})
+	// Longer than the worker's longest pause between retries (5 s).
+	s.stuckAfter = 8 * time.Second
 	s.startWorker(1)
 	s.awaitReady(90*time.Second, http.StatusOK, "ok")
 
@@ -379,6 +385,34 @@ func TestReadyzWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("/healthz %d while Redis is down: the process is alive", status)
 	}
 
+	create := command(t, "down-create", "prod-down", product.CreateProductType, 0, product.CreateProduct{Name: "Shelf", Price: 60, Stock: 4})
+	testkit.Produce(t, s.brokers, testkit.CommandRecord(t, s.topics.Commands, create))
+	body = s.awaitReady(60*time.Second, http.StatusServiceUnavailable, "stuck, their batches failing for over 8s: "+s.topics.Commands+"/0")
+	t.Logf("/readyz with a batch failing: %q", body)
+	families := s.scrape()
+	if got := value(families, metrics.PartitionStuck, "partition", "0"); got != 1 {
+		t.Errorf("arbiter_partition_stuck{partition=\"0\"} = %v, want 1", got)
+	}
+	if got := value(families, metrics.RedisErrorsTotal, "operation", "load"); got < 1 {
+		t.Errorf("no failed Redis load counted: %v", got)
+	}
+	if got := value(families, metrics.TransactionsTotal, "result", "aborted"); got < 1 {
+		t.Errorf("no aborted transaction counted: %v", got)
+	}
+
 	redisServer.Restart()
 	s.awaitReady(30*time.Second, http.StatusServiceUnavailable, "redis has lost arbiter's data")
+	if _, err := processor.Rebuild(context.Background(), processor.RebuildConfig{
+		Brokers: s.brokers, EventsTopic: s.topics.Events, Registry: s.registry, Store: s.store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("rebuild"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := s.out.WaitFor(60*time.Second, create.ID)[create.ID]
+	if len(got.Events) != 1 || got.Events[0].Version != 1 {
+		t.Fatalf("the command sent while Redis was down must be applied at version 1, got %+v", got)
+	}
+	s.awaitReady(30*time.Second, http.StatusOK, "ok")
+	if got := value(s.scrape(), metrics.PartitionStuck); got != 0 {
+		t.Errorf("%v partitions still stuck after the commit", got)
+	}
 }

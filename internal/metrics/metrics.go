@@ -109,7 +109,9 @@ type Config struct {
 	// StuckAfter is how long a partition's batches must keep failing
 	// without a commit before it counts as stuck. Batches stopped because
 	// Redis lost Arbiter's data do not count: that is waiting for a
-	// rebuild. default: 1m
+	// rebuild. Keep it above the worker's longest pause between retries
+	// (5 s): failures further apart than StuckAfter start a new run.
+	// default: 1m
 	StuckAfter time.Duration
 	// Logger receives the lag read's errors. default: zap.NewNop()
 	Logger *zap.Logger
