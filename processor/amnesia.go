@@ -49,7 +49,7 @@ func (w *Worker) ensureInitialized(ctx context.Context) error {
 	if ok, err := w.cfg.Store.Initialized(ctx); err != nil || ok {
 		return errors.Wrap(err, "check redis")
 	}
-	w.waitForRebuild(ctx)
+	w.waitForRebuild(ctx, "")
 	return nil
 }
 
@@ -85,8 +85,11 @@ func (w *Worker) eventsTopicEmpty(ctx context.Context) (bool, error) {
 
 // waitForRebuild blocks until the amnesia marker is back (written by
 // 'arbiter rebuild-versions') or ctx ends, saying why every 30 seconds.
-func (w *Worker) waitForRebuild(ctx context.Context) {
+// transactionalID names the waiting session; empty before they start.
+func (w *Worker) waitForRebuild(ctx context.Context, transactionalID string) {
 	w.stats.AmnesiaWaits.Add(1)
+	w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: transactionalID, State: SessionWaitingForRebuild})
+	defer w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: transactionalID, State: SessionResumed})
 	said := time.Time{}
 	for {
 		if time.Since(said) >= 30*time.Second {

@@ -21,6 +21,8 @@ import (
 type decided struct {
 	records []versionstore.OutcomeRecord
 	kind    outcomeKind
+	// reason is a conflict's reason, for the Observer.
+	reason events.Reason
 }
 
 type outcomeKind uint8
@@ -39,6 +41,9 @@ type batch struct {
 	outcomes []decided
 	changes  []versionstore.Change
 	now      time.Time
+	// counts and produceStart are for the Observer.
+	counts       OutcomeCounts
+	produceStart time.Time
 }
 
 // aggregateRun is the running state of one aggregate while a batch is
@@ -453,7 +458,7 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 		conflict.Message += fmt.Sprintf(" (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", len(rec.Value))
 		value, _ = json.Marshal(conflict)
 	}
-	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict}
+	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict, reason: conflict.Reason}
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.

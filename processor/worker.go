@@ -80,9 +80,18 @@ type Config struct {
 	Logger *zap.Logger
 	// KafkaOptions are added to the client options, after Arbiter's own.
 	KafkaOptions []kgo.Opt
+	// SessionKafkaOptions, when set, is called for each new transactional
+	// session with its transactional ID; the options it returns are added
+	// after KafkaOptions. Plugins that keep one set of metrics per client
+	// (kprom) go here. Options setting OnPartitionsAssigned, Revoked or
+	// Lost replace the ones reporting to the Observer.
+	SessionKafkaOptions func(transactionalID string) []kgo.Opt
 	// Hooks are called at points of the batch cycle; for tests and
 	// instrumentation.
 	Hooks Hooks
+	// Observer is told the outcomes, timings and session states, for
+	// metrics and health. default: none
+	Observer Observer
 }
 
 // Hooks are optional callbacks into the batch cycle.
@@ -149,6 +158,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 }
 
@@ -245,7 +257,11 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
 	}
+	opts = append(opts, w.groupObserverOpts(l.transactionalID)...)
 	opts = append(opts, w.cfg.KafkaOptions...)
+	if w.cfg.SessionKafkaOptions != nil {
+		opts = append(opts, w.cfg.SessionKafkaOptions(l.transactionalID)...)
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return nil, errors.Wrap(err, "create the Kafka transactional session")
@@ -314,6 +330,7 @@ func (w *Worker) runLanes(ctx context.Context) error {
 func (w *Worker) runLane(ctx context.Context, l *lane) error {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
+		w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: l.transactionalID, State: SessionJoining})
 		sess, err := w.newSession(l)
 		if err != nil {
 			return err
@@ -323,6 +340,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		sess.Client().LeaveGroupContext(closeCtx)
 		cancel()
 		sess.Close()
+		w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: l.transactionalID, State: SessionClosed})
 		if err == nil {
 			break
 		}
@@ -363,6 +381,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			}
 			continue
 		}
+		polled := time.Now()
 		// The batch in hand is finished even when shutdown begins.
 		batchCtx := context.WithoutCancel(ctx)
 		if w.cfg.Hooks.AfterPoll != nil {
@@ -371,7 +390,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if err := sess.Begin(); err != nil {
 			return errors.Wrap(err, "begin transaction")
 		}
-		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
+		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond), produceStart: time.Now()}
 		params, produceErr := w.processBatch(batchCtx, sess, l, b)
 		commit := kgo.TryCommit
 		if produceErr != nil {
@@ -404,6 +423,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if w.cfg.Hooks.AfterBatch != nil {
 			w.cfg.Hooks.AfterBatch(batchCtx, params)
 		}
+		w.observeBatch(l, b, params, polled, produceErr, committed, err)
 		if err != nil {
 			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
 		}
@@ -413,7 +433,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			// deciding against the empty Redis too; the group may still
 			// move them if the wait outlasts the rebalance timeout, and
 			// their new owner waits the same way.
-			w.waitForRebuild(ctx)
+			w.waitForRebuild(ctx, l.transactionalID)
 		case produceErr != nil:
 			time.Sleep(backoff.next())
 		default:
@@ -432,10 +452,12 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	aggregateIDs, refs := b.loadRequest()
 	if len(aggregateIDs) > 0 {
 		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+		start := time.Now()
 		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
 			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget,
 		})
 		cancel()
+		w.observeRedis(RedisLoad, start, err)
 		w.stats.RedisRoundTrips.Add(1)
 		if err != nil {
 			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
@@ -446,8 +468,10 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			// Only after an aborted transaction: the outcomes decided then
 			// are re-published exactly as recorded.
 			loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+			start := time.Now()
 			replays, err = w.cfg.Store.LoadOutcomes(loadCtx, replayRefs)
 			cancel()
+			w.observeRedis(RedisLoadOutcomes, start, err)
 			w.stats.RedisRoundTrips.Add(1)
 			if err != nil {
 				return params, errors.Wrapf(err, "load %d recorded outcomes to replay", len(replayRefs))
@@ -461,8 +485,10 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 				w.cfg.Hooks.BeforeRedisCommit(ctx, BatchParams{Records: len(records), Applied: len(b.changes)})
 			}
 			commitCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+			start := time.Now()
 			err := w.cfg.Store.Commit(commitCtx, b.changes)
 			cancel()
+			w.observeRedis(RedisCommit, start, err)
 			w.stats.RedisRoundTrips.Add(1)
 			if err != nil {
 				// A timeout is ambiguous (the scripts may have run): the
@@ -475,8 +501,10 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		switch outcome.kind {
 		case outcomeApplied:
 			params.Applied++
+			b.counts.Applied++
 		case outcomeConflict:
 			params.Conflicts++
+			b.counts.add(outcome.reason)
 		case outcomeReplayed:
 			params.Replayed++
 		}
@@ -505,6 +533,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		total += len(outcome.records)
 	}
 	outs := make([]kgo.Record, 0, total)
+	b.produceStart = time.Now()
 	headers := make([]kgo.RecordHeader, 0, 2*total)
 	for i, outcome := range b.outcomes {
 		source := records[i]

@@ -96,7 +96,7 @@ func (s *cliStack) startWorker() *testkit.Process {
 	s.t.Helper()
 	s.workers++
 	return testkit.StartProcess(s.t, fmt.Sprintf("worker-%d", s.workers), arbiterBinary, nil,
-		append([]string{"worker", "--group", s.group, "--session-timeout", "6s", "--transaction-timeout", "6s", "--log-format", "json"}, s.flags()...)...)
+		append([]string{"worker", "--group", s.group, "--session-timeout", "6s", "--transaction-timeout", "6s", "--log-format", "json", "--http-addr", "127.0.0.1:0"}, s.flags()...)...)
 }
 
 func stopWorker(t *testing.T, worker *testkit.Process) {

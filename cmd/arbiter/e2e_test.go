@@ -88,6 +88,7 @@ func (e *e2e) startWorker(env ...string) *testkit.Process {
 		"--transaction-timeout", "6s",
 		"--max-batch", "500",
 		"--log-format", "json",
+		"--http-addr", "127.0.0.1:0",
 	)
 }
 

@@ -30,7 +30,7 @@ func TestEmbeddedWorker(t *testing.T) {
 	kafkaAddr := "127.0.0.1:" + freePort(t)
 	redisAddr := "127.0.0.1:" + freePort(t)
 	dataDir := t.TempDir()
-	args := []string{"worker", "--embedded-kafka-addr", kafkaAddr, "--embedded-redis-addr", redisAddr, "--data-dir", dataDir, "--log-format", "json"}
+	args := []string{"worker", "--embedded-kafka-addr", kafkaAddr, "--embedded-redis-addr", redisAddr, "--data-dir", dataDir, "--log-format", "json", "--http-addr", "127.0.0.1:0"}
 	env := []string{"ARBITER_BROKERS=", "ARBITER_REDIS_URL="}
 	brokers := []string{kafkaAddr}
 	topics := testkit.Topics{Commands: "commands", Events: "events", Conflicts: "conflicts"}

@@ -49,6 +49,13 @@ func envInt(name string, fallback int) int {
 	return fallback
 }
 
+// envBool reads a boolean environment variable: 1, t, true … (strconv);
+// unset or unparsable is false.
+func envBool(name string) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	return err == nil && v
+}
+
 func envDuration(name string, fallback time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
 		return v

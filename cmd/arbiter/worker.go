@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/internal/metrics"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
@@ -33,6 +34,9 @@ type workerFlags struct {
 	embeddedRedis         string
 	dataDir               string
 	partitions            int
+	httpAddr              string
+	pprof                 bool
+	stuckAfter            time.Duration
 }
 
 func defaultDataDir() string {
@@ -59,6 +63,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&f.embeddedKafka, "embedded-kafka-addr", envString("ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092"), "address of the embedded Kafka, when neither --brokers nor --redis is given")
 	fs.StringVar(&f.embeddedRedis, "embedded-redis-addr", envString("ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399"), "address of the embedded Redis")
 	fs.StringVar(&f.dataDir, "data-dir", envString("ARBITER_DATA_DIR", defaultDataDir()), "where the embedded Kafka keeps its data (ARBITER_DATA_DIR)")
+	httpAddr := metrics.DefaultAddr
+	if value, set := os.LookupEnv("ARBITER_HTTP_ADDR"); set {
+		httpAddr = value // empty turns the listener off
+	}
+	fs.StringVar(&f.httpAddr, "http-addr", httpAddr, "listen address of /metrics, /healthz and /readyz; empty turns the listener off (ARBITER_HTTP_ADDR)")
+	fs.BoolVar(&f.pprof, "pprof", envBool("ARBITER_PPROF"), "also serve /debug/pprof/ on --http-addr (ARBITER_PPROF)")
+	fs.DurationVar(&f.stuckAfter, "stuck-after", envDuration("ARBITER_STUCK_AFTER", time.Minute), "how long a partition's batches fail without a commit before it counts as stuck (not ready) (ARBITER_STUCK_AFTER)")
 	fs.IntVar(&f.partitions, "partitions", envInt("ARBITER_PARTITIONS", 12), "partitions of the topics the embedded Kafka creates")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -139,13 +150,32 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := testHooks(&cfg, log); err != nil {
 		return err
 	}
+	run := func(ctx context.Context, worker *processor.Worker) error { return worker.Run(ctx) }
+	if f.httpAddr == "" {
+		log.Info("http listener off: no /metrics, /healthz or /readyz")
+	} else {
+		telemetry, err := metrics.NewWorker(metrics.WorkerConfig{
+			Addr: f.httpAddr, Pprof: f.pprof, StuckAfter: f.stuckAfter,
+			Brokers: f.brokerList(), Group: f.group, CommandsTopic: f.commandsTopic,
+			Store: store, Logger: log.Named("http"),
+		})
+		if err != nil {
+			return usagef("%v", err)
+		}
+		defer telemetry.Close()
+		telemetry.Instrument(&cfg)
+		log.Info("serving /metrics, /healthz and /readyz", zap.String("addr", telemetry.Addr()), zap.Bool("pprof", f.pprof))
+		run = func(ctx context.Context, worker *processor.Worker) error {
+			return telemetry.Run(ctx, worker.Run)
+		}
+	}
 	worker, err := processor.New(cfg)
 	if err != nil {
 		return usagef("%v", err)
 	}
 	progress := startProgress(ctx, worker, log)
 	defer progress()
-	return worker.Run(ctx)
+	return run(ctx, worker)
 }
 
 // startProgress logs the worker's counters every 30 seconds while it works.

@@ -211,6 +211,7 @@ func startProcesses(_ context.Context, spec runSpec, binary string, n int, insta
 			"--key-prefix", spec.keyPrefix,
 			"--max-batch", strconv.Itoa(spec.maxBatch),
 			"--log-format", "json",
+			"--http-addr", "127.0.0.1:0",
 		}
 		args = append(args, spec.tuning.workerFlags()...)
 		cmd := exec.Command(binary, args...)

@@ -328,6 +328,7 @@ func (r *run) startWorker(env []string) (*process, error) {
 		"--group", r.name, "--key-prefix", r.keyPrefix,
 		"--session-timeout", timeout, "--transaction-timeout", timeout,
 		"--max-batch", "500", "--log-format", "json",
+		"--http-addr", "127.0.0.1:0",
 	)
 	if err != nil {
 		return nil, err
