@@ -5,10 +5,14 @@
 #   make build       build every package and bin/arbiter
 #   make stack-up    start Kafka and Redis for tests (then: source .stack/env)
 #   make stack-down  stop them
+#   make redis-cluster-up / redis-sentinel-up (and -down)
+#                    a Redis Cluster (3 masters + 3 replicas) or a Sentinel set-up
+#                    (1 master, 1 replica, 3 sentinels); make test starts both
+#   make kafka-cluster-up / -down  a three-broker KRaft Kafka (RF 3, min ISR 2)
 #   make bench       the benchmark of BENCHMARKS.md on a stack of its own (BENCH_ARGS adds flags)
 #   make soak        a 30-minute chaos run with every fault kind, then the history check
 
-.PHONY: test lint build bench soak stack-up stack-down stack-status stack-logs stack-topics
+.PHONY: test lint build bench soak stack-up stack-down stack-status stack-logs stack-topics redis-cluster-up redis-cluster-down redis-sentinel-up redis-sentinel-down kafka-cluster-up kafka-cluster-down
 
 test:
 	scripts/test.sh
@@ -44,3 +48,25 @@ stack-topics:
 # then the history checker; see scripts/soak.sh.
 soak:
 	scripts/soak.sh
+
+# Redis topologies beyond one server (scripts/redis-topology.sh): then
+# source .stack/env.redis-cluster or .stack/env.redis-sentinel.
+redis-cluster-up:
+	scripts/redis-topology.sh cluster up
+
+redis-cluster-down:
+	scripts/redis-topology.sh cluster down
+
+redis-sentinel-up:
+	scripts/redis-topology.sh sentinel up
+
+redis-sentinel-down:
+	scripts/redis-topology.sh sentinel down
+
+# A three-broker KRaft Kafka (scripts/kafka-cluster.sh; needs the jars of
+# one scripts/stack.sh up): then source .stack/env.kafka-cluster.
+kafka-cluster-up:
+	scripts/kafka-cluster.sh up
+
+kafka-cluster-down:
+	scripts/kafka-cluster.sh down

@@ -20,6 +20,8 @@ stop_stack() {
   fi
   echo "test: stopping the stack"
   scripts/stack.sh down || echo "test: scripts/stack.sh down failed" >&2
+  scripts/redis-topology.sh cluster down || echo "test: scripts/redis-topology.sh cluster down failed" >&2
+  scripts/redis-topology.sh sentinel down || echo "test: scripts/redis-topology.sh sentinel down failed" >&2
   # Nothing this run started may outlive it: the stack's broker and
   # redis-server, the chaos round's redis-server and workers, the tests'
   # own redis-servers.
@@ -27,7 +29,7 @@ stop_stack() {
   leftovers="$(pgrep -af "kafka.Kafka $PWD/.stack|$PWD/.stack/bin/arbiter|redis-server .*:1637[9]" || true)"
   for pid in $(pgrep -x redis-server || true); do
     case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
-      /tmp/arbiter-chaos-* | /tmp/Test*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
+      /tmp/arbiter-chaos-* | /tmp/Test* | "$PWD"/.stack/redis-*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
     esac
   done
   if [[ -n ${leftovers//[$'\n ']/} ]]; then
@@ -59,6 +61,21 @@ if ((up_status != 0)); then
 fi
 # shellcheck source=/dev/null
 source .stack/env
+
+# The Redis topologies beyond one server (a 3-master Cluster with replicas,
+# a Sentinel set-up): a few seconds and a few MB each, so every run has them.
+echo "test: starting a Redis Cluster and a Sentinel set-up (scripts/redis-topology.sh)"
+if scripts/redis-topology.sh cluster up >.stack/redis-cluster.log 2>&1 &&
+  scripts/redis-topology.sh sentinel up >.stack/redis-sentinel.log 2>&1; then
+  tail -n 1 .stack/redis-cluster.log .stack/redis-sentinel.log
+  # shellcheck source=/dev/null
+  source .stack/env.redis-cluster
+  # shellcheck source=/dev/null
+  source .stack/env.redis-sentinel
+else
+  cat .stack/redis-cluster.log .stack/redis-sentinel.log 2>/dev/null || true
+  failed+=("redis topologies")
+fi
 
 echo "test: go test -race -count=1 -timeout 12m ./... (CI=${CI:-})"
 go test -race -count=1 -timeout 12m ./... || failed+=("go test")

@@ -1,0 +1,175 @@
+package versionstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/arbiter-cqrs/arbiter/internal/testenv"
+)
+
+// The tests in this file run the store on the Redis topologies beyond one
+// server: a real Redis Cluster of three masters with a replica each, and a
+// Sentinel set-up, both started by scripts/redis-topology.sh (make test
+// starts them). Each test keeps its keys under a prefix of its own.
+
+// clusterStore returns an initialised store over the test Redis Cluster with
+// a key prefix unique to this call; its keys are deleted when the test ends.
+func clusterStore(t *testing.T) *Store {
+	t.Helper()
+	client := testenv.RedisCluster(t)
+	prefix := testenv.Name(t, "vs-cluster")
+	t.Cleanup(func() { deleteClusterKeys(t, client, prefix+":") })
+	store := New(client, Options{KeyPrefix: prefix})
+	if !store.cluster {
+		t.Fatal("New took a *redis.ClusterClient for a single server: the per-slot markers would be missing")
+	}
+	return initialized(t, store)
+}
+
+// deleteClusterKeys deletes the keys under prefix on every master, one key
+// per command: keys of different slots cannot share a multi-key command.
+func deleteClusterKeys(t *testing.T, client *redis.ClusterClient, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		pipe := node.Pipeline()
+		for iter.Next(ctx) {
+			pipe.Unlink(ctx, iter.Val())
+			if pipe.Len() == 1000 {
+				if _, err := pipe.Exec(ctx); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		if pipe.Len() > 0 {
+			_, err := pipe.Exec(ctx)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("delete test keys under %s on the cluster: %v", prefix, err)
+	}
+}
+
+func TestRedisClusterCommitThenLoad(t *testing.T) { runCommitThenLoad(t, clusterStore(t)) }
+
+func TestRedisClusterCommitFencing(t *testing.T) {
+	runCommitFencing(t, func(t *testing.T) *Store { return clusterStore(t) })
+}
+
+func TestRedisClusterConcurrentAdvance(t *testing.T) { runConcurrentAdvance(t, clusterStore(t), 10) }
+
+func TestRedisClusterKeysOfDifferentAggregatesDoNotCollide(t *testing.T) {
+	runKeysOfDifferentAggregatesDoNotCollide(t, func(t *testing.T) *Store { return clusterStore(t) })
+}
+
+// TestRedisClusterSpreadsAggregates commits aggregates in one pipelined
+// Commit, which go-redis splits per node, and checks that every master got
+// some (the hash tags spread them) and that Versions finds them all.
+func TestRedisClusterSpreadsAggregates(t *testing.T) {
+	store := clusterStore(t)
+	ctx := context.Background()
+	const aggregates = 60
+	changes := make([]Change, aggregates)
+	for i := range changes {
+		changes[i] = testChange(fmt.Sprintf("acct-%d", i), 0, int64(1+i%3), fmt.Sprintf("c-%d", i))
+	}
+	mustCommit(t, store, changes...)
+
+	cluster := store.Client().(*redis.ClusterClient)
+	var mu sync.Mutex
+	perMaster := map[string]int{}
+	err := cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		n := 0
+		iter := node.Scan(ctx, 0, store.opts.KeyPrefix+":{acct-*}", 1000).Iterator()
+		for iter.Next(ctx) {
+			n++
+		}
+		mu.Lock()
+		perMaster[node.Options().Addr] = n
+		mu.Unlock()
+		return iter.Err()
+	})
+	if err != nil {
+		t.Fatalf("count the aggregate keys per master: %v", err)
+	}
+	if len(perMaster) != 3 {
+		t.Fatalf("the cluster has %d masters (%v), want 3", len(perMaster), perMaster)
+	}
+	total := 0
+	for addr, n := range perMaster {
+		if n == 0 {
+			t.Errorf("master %s holds no aggregate of %d: the keys are not spread over the slots (%v)", addr, aggregates, perMaster)
+		}
+		total += n
+	}
+	if total != aggregates {
+		t.Errorf("the masters hold %d aggregate hashes, want %d (%v)", total, aggregates, perMaster)
+	}
+	versions, err := store.Versions(ctx)
+	if err != nil {
+		t.Fatalf("Versions: %v", err)
+	}
+	if len(versions) != aggregates {
+		t.Errorf("Versions found %d aggregates, want %d", len(versions), aggregates)
+	}
+	for i, change := range changes {
+		if got := versions[change.AggregateID]; got != change.ToVersion {
+			t.Errorf("Versions[%s] = %d, want %d (change %d)", change.AggregateID, got, change.ToVersion, i)
+		}
+	}
+}
+
+// TestRedisClusterAmnesiaOfOneSlot: a master that lost its data loses the
+// markers of its slots only; commits to aggregates of those slots must be
+// refused while the others go on.
+func TestRedisClusterAmnesiaOfOneSlot(t *testing.T) {
+	store := clusterStore(t)
+	ctx := context.Background()
+	lost, kept := "acct-lost", "acct-kept"
+	if clusterSlot(lost) == clusterSlot(kept) {
+		t.Fatalf("test aggregates %s and %s share slot %d; pick others", lost, kept, clusterSlot(lost))
+	}
+	if err := store.Client().Del(ctx, store.markerKey(lost)).Err(); err != nil {
+		t.Fatalf("delete the marker of slot %d: %v", clusterSlot(lost), err)
+	}
+	if ok, err := store.Initialized(ctx); err != nil || ok {
+		t.Errorf("Initialized = %v, %v with one slot's marker gone, want false, nil", ok, err)
+	}
+	err := store.Commit(ctx, []Change{testChange(lost, 0, 1, "c-1"), testChange(kept, 0, 1, "c-2")})
+	if !errors.Is(err, ErrAmnesia) {
+		t.Fatalf("Commit with the marker of %s's slot gone = %v, want ErrAmnesia", lost, err)
+	}
+	if got := mustGet(t, store, lost); got.Version != 0 {
+		t.Errorf("%s at version %d after a refused commit, want 0: nothing may be decided against a slot that lost its data", lost, got.Version)
+	}
+	if got := mustGet(t, store, kept); got.Version != 1 {
+		t.Errorf("%s at version %d, want 1: a slot that kept its marker goes on", kept, got.Version)
+	}
+}
+
+// sentinelStore returns an initialised store through the sentinels' master,
+// with a key prefix unique to this call.
+func sentinelStore(t *testing.T) *Store {
+	t.Helper()
+	client := testenv.RedisSentinel(t)
+	prefix := testenv.Name(t, "vs-sentinel")
+	t.Cleanup(func() { deleteKeys(t, client, prefix+":") })
+	return initialized(t, New(client, Options{KeyPrefix: prefix}))
+}
+
+func TestRedisSentinelCommitThenLoad(t *testing.T) { runCommitThenLoad(t, sentinelStore(t)) }
+
+func TestRedisSentinelConcurrentAdvance(t *testing.T) { runConcurrentAdvance(t, sentinelStore(t), 10) }
