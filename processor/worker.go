@@ -63,6 +63,16 @@ type Config struct {
 	// MaxEventBytes is the size limit of one encoded event; a command
 	// whose handler produces a larger one is rejected. default: 900 KiB
 	MaxEventBytes int
+	// MaxCommandEvents bounds the events one command may append; a command
+	// whose handler decides more is rejected, naming the limit.
+	// default: 1000 (DefaultMaxCommandEvents)
+	MaxCommandEvents int
+	// MaxCommandOutcomeBytes bounds the total size of one command's outcome
+	// records (values, keys and headers; metadata is copied into every
+	// event): one small command must not make a worker publish gigabytes.
+	// A command over it is rejected, naming the limit.
+	// default: 4 MiB (DefaultMaxCommandOutcomeBytes)
+	MaxCommandOutcomeBytes int
 	// SessionTimeout is the consumer group session timeout: how long a
 	// silent worker keeps its partitions. default: 10s
 	SessionTimeout time.Duration
@@ -137,6 +147,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = 900 << 10
+	}
+	if c.MaxCommandEvents <= 0 {
+		c.MaxCommandEvents = DefaultMaxCommandEvents
+	}
+	if c.MaxCommandOutcomeBytes <= 0 {
+		c.MaxCommandOutcomeBytes = DefaultMaxCommandOutcomeBytes
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -220,6 +236,8 @@ func New(cfg Config) (*Worker, error) {
 			registry:       cfg.Registry,
 			maxRecordBytes: cfg.MaxRecordBytes,
 			maxEventBytes:  cfg.MaxEventBytes,
+			maxEvents:      cfg.MaxCommandEvents,
+			maxBytes:       cfg.MaxCommandOutcomeBytes,
 		},
 	}, nil
 }
@@ -493,7 +511,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		if err != nil {
 			mu.Lock()
 			if produceErr == nil {
-				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", r.Key, r.Topic)
+				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", capField(string(r.Key)), r.Topic)
 			}
 			mu.Unlock()
 		}
@@ -507,15 +525,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	outs := make([]kgo.Record, 0, total)
 	headers := make([]kgo.RecordHeader, 0, 2*total)
 	for i, outcome := range b.outcomes {
-		source := records[i]
-		key := source.Key
-		if aggregateID := b.commands[i].AggregateID; aggregateID != "" && aggregateID != string(key) {
-			key = []byte(aggregateID)
-		}
-		var commandID []byte
-		if id := b.commands[i].ID; id != "" {
-			commandID = []byte(id)
-		}
+		key, commandID := b.outcomeIdentity(i)
 		for _, rec := range outcome.records {
 			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
 			out := &outs[len(outs)-1]
