@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/testkit"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -110,6 +114,17 @@ func TestHostileKeyDoesNotStall(t *testing.T) {
 	}
 }
 
+// incompressible returns n bytes of random base64: a payload that compression
+// does not shrink below the broker's limit.
+func incompressible(t *testing.T, n int) string {
+	t.Helper()
+	random := make([]byte, n*3/4)
+	if _, err := rand.Read(random); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(random)
+}
+
 // produceManually sends records to the partitions they name.
 func produceManually(t *testing.T, brokers []string, records ...*kgo.Record) {
 	t.Helper()
@@ -158,5 +173,43 @@ func conflictRecordSize(t *testing.T, brokers []string, topic string) int {
 		if size >= 0 {
 			return size
 		}
+	}
+}
+
+// TestOutputTopicsWithSmallRecordLimit: when the events and conflicts topics
+// accept smaller records than the worker's limit (max.message.bytes), the
+// worker fits its limit to them, so a command whose event the broker would
+// refuse is rejected before it is decided instead of stalling its batch.
+func TestOutputTopicsWithSmallRecordLimit(t *testing.T) {
+	s := newStack(t, 1)
+	client, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	limit := "65536"
+	responses, err := kadm.NewClient(client).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &limit}},
+		s.topics.Events, s.topics.Conflicts)
+	if err == nil {
+		_, err = responses.On(s.topics.Events, nil)
+	}
+	if err != nil {
+		t.Fatalf("set max.message.bytes of the output topics: %v", err)
+	}
+	s.startWorker(nil)
+
+	big := commands.Command{ID: "big", AggregateID: "stream-big", Type: processor.AppendEventsType, ExpectedVersion: commands.AnyVersion,
+		Payload: []byte(`{"events":[{"type":"Big","payload":"` + incompressible(t, 100_000) + `"}]}`)}
+	small := commands.Command{ID: "small", AggregateID: "stream-small", Type: processor.AppendEventsType, ExpectedVersion: commands.AnyVersion,
+		Payload: []byte(`{"events":[{"type":"Small"}]}`)}
+	s.send(big, small)
+	got := s.out.WaitFor(30*time.Second, "big", "small")
+	if o := got["big"]; len(o.Events) != 0 || len(o.Conflicts) != 1 || o.Conflicts[0].Reason != events.ReasonRejected || !strings.Contains(o.Conflicts[0].Message, "over the") {
+		t.Fatalf("an event over the topics' record limit must be rejected before it is decided, got %+v", o)
+	}
+	if o := got["small"]; len(o.Events) != 1 {
+		t.Fatalf("the small command must be applied, got %+v", o)
 	}
 }

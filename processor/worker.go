@@ -203,6 +203,9 @@ type Worker struct {
 	log     *zap.Logger
 	decider *decider
 	stats   Stats
+	// producerBatchMaxBytes is the largest record batch produced, fitted to
+	// the output topics by fitRecordLimits.
+	producerBatchMaxBytes int
 }
 
 // lane is one of the worker's transactional sessions (Config.Concurrency).
@@ -211,6 +214,8 @@ type lane struct {
 	// forget lists the commands whose outcome records can be deleted: their
 	// transaction committed. Only the lane's goroutine touches it.
 	forget []versionstore.CommandRef
+	// aborts reports the session's aborted batches.
+	aborts abortReporter
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -230,8 +235,9 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.Wrap(err, "worker configuration")
 	}
 	return &Worker{
-		cfg: cfg,
-		log: cfg.Logger,
+		cfg:                   cfg,
+		log:                   cfg.Logger,
+		producerBatchMaxBytes: defaultProducerBatchMaxBytes,
 		decider: &decider{
 			registry:       cfg.Registry,
 			maxRecordBytes: cfg.MaxRecordBytes,
@@ -260,7 +266,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
 	}
 	opts = append(opts, w.cfg.KafkaOptions...)
@@ -288,6 +294,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.ensureInitialized(ctx); err != nil {
 		return err
 	}
+	w.fitRecordLimits(ctx)
 	err := w.runLanes(ctx)
 	w.log.Info("worker stopped",
 		zap.Int64("records", w.stats.Records.Load()),
@@ -398,14 +405,14 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			if errors.Is(produceErr, versionstore.ErrFenced) {
 				level = zap.InfoLevel
 			}
-			w.log.Check(level, "aborting batch; its records will be processed again").Write(
-				zap.Int("records", len(records)), errorField(produceErr))
+			l.aborts.aborted(w.log, level, records, produceErr)
 		}
 		endCtx, cancel := context.WithTimeout(batchCtx, w.cfg.TransactionTimeout+w.cfg.SessionTimeout)
 		committed, err := sess.End(endCtx, commit)
 		cancel()
 		params.Committed = committed
 		if committed && err == nil {
+			l.aborts.committed(w.log)
 			// The outcome records are no longer needed for a replay; the
 			// next batch's load deletes them.
 			l.forget = b.forgettable(l.forget)
