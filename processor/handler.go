@@ -106,7 +106,7 @@ func (a AggregateType[S]) newState() any {
 func (a AggregateType[S]) allowsAppendEvents() bool { return a.AllowAppendEvents }
 
 func (a AggregateType[S]) decodeState(snapshot []byte) (_ any, err error) {
-	defer recoverAs(&err, "decoding the %s state snapshot", a.Name)
+	defer recoverAs(&err, "decoding the state snapshot of", a.Name)
 	var state S
 	if len(snapshot) == 0 {
 		return state, nil
@@ -118,7 +118,7 @@ func (a AggregateType[S]) decodeState(snapshot []byte) (_ any, err error) {
 }
 
 func (a AggregateType[S]) encodeState(state any) (_ []byte, err error) {
-	defer recoverAs(&err, "encoding the %s state", a.Name)
+	defer recoverAs(&err, "encoding the state of", a.Name)
 	snapshot, err := json.Marshal(state.(S))
 	if err != nil {
 		return nil, errors.Wrapf(err, "encode %s state snapshot", a.Name)
@@ -127,7 +127,7 @@ func (a AggregateType[S]) encodeState(state any) (_ []byte, err error) {
 }
 
 func (a AggregateType[S]) evolve(state any, event events.Event) (_ any, err error) {
-	defer recoverAs(&err, "Evolve of %s with event %s", a.Name, event.Type)
+	defer recoverAs(&err, "Evolve of", a.Name)
 	return a.Evolve(state.(S), event)
 }
 

@@ -79,8 +79,8 @@ type commandBudget struct {
 }
 
 // budget returns a fresh count against the decider's per-command limits.
-func (d *decider) budget() *commandBudget {
-	c := &commandBudget{maxEvents: d.maxEvents, maxBytes: d.maxBytes}
+func (d *decider) budget() commandBudget {
+	c := commandBudget{maxEvents: d.maxEvents, maxBytes: d.maxBytes}
 	if c.maxEvents <= 0 {
 		c.maxEvents = DefaultMaxCommandEvents
 	}

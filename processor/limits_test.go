@@ -367,11 +367,11 @@ func TestTypedAggregatesKeepTheirRules(t *testing.T) {
 // TestRecoverAs: a panic's message reaches the rejection.
 func TestRecoverAs(t *testing.T) {
 	err := func() (err error) {
-		defer recoverAs(&err, "the %s step", "test")
+		defer recoverAs(&err, "the step", "test")
 		panic("it broke")
 	}()
 	var rejection *RejectionError
-	if !errors.As(err, &rejection) || rejection.Message != "the test step panicked: it broke" {
+	if !errors.As(err, &rejection) || rejection.Message != "the step test panicked: it broke" {
 		t.Fatalf("want a rejection carrying the panic, got %v", err)
 	}
 }
