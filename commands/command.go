@@ -83,9 +83,9 @@ type InvalidError struct {
 // Error implements error.
 func (e *InvalidError) Error() string {
 	if e.CommandID != "" {
-		return fmt.Sprintf("invalid command %q for aggregate %q: %s", e.CommandID, e.AggregateID, e.Reason)
+		return fmt.Sprintf("invalid command %s for aggregate %s: %s", quoteShort(e.CommandID), quoteShort(e.AggregateID), e.Reason)
 	}
-	return fmt.Sprintf("invalid command record (key %q): %s", e.AggregateID, e.Reason)
+	return fmt.Sprintf("invalid command record (key %s): %s", quoteShort(e.AggregateID), e.Reason)
 }
 
 // Is makes errors.Is(err, ErrInvalid) true.
@@ -152,12 +152,22 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 		return invalid(cmd, "expectedVersion %d is not valid: use N >= 0, -1 (any) or -2 (must exist)", expectedVersion)
 	}
 	if !bytes.Equal(key, []byte(cmd.AggregateID)) {
-		return invalid(cmd, "record key %q does not equal aggregateId %q; produce with key = aggregateId", key, cmd.AggregateID)
+		return invalid(cmd, "record key %s does not equal aggregateId %s; produce with key = aggregateId", quoteShort(string(key)), quoteShort(cmd.AggregateID))
 	}
 	if len(cmd.Payload) > 0 && bytes.Equal(bytes.TrimSpace(cmd.Payload), []byte("null")) {
 		cmd.Payload = nil
 	}
 	return cmd, nil
+}
+
+// quoteShort quotes a value taken from a record for a message, cut to
+// MaxIDLength bytes with its full length noted: a message must not grow with
+// an over-long key or ID.
+func quoteShort(value string) string {
+	if len(value) <= MaxIDLength {
+		return strconv.Quote(value)
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(value[:MaxIDLength]), len(value))
 }
 
 // decodeWire decodes a command record with encoding/json; the error says

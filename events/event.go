@@ -154,6 +154,10 @@ type Conflict struct {
 	Command json.RawMessage `json:"command,omitempty"`
 	// RawValue is the original record's value, base64, when it is not JSON.
 	RawValue []byte `json:"rawValue,omitempty"`
+	// Cut lists the fields above that hold a shortened copy of an
+	// over-long or non-UTF-8 original (see CutString), with what identifies
+	// the original.
+	Cut []Cut `json:"cut,omitempty"`
 	// Source locates the command record.
 	Source Source `json:"source"`
 	// Timestamp is when the command was decided, in UTC.

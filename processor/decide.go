@@ -59,6 +59,12 @@ type aggregateRun struct {
 	stateDirty  bool
 	decided     map[string]versionstore.Decision
 	outcomes    []versionstore.Outcome
+	// encodeEach encodes the state after each applied command, so that a
+	// state that does not encode refuses the command that made it; snapshot
+	// is then the last encoding. Only used once encoding the state at the
+	// end of the batch failed.
+	encodeEach bool
+	snapshot   []byte
 }
 
 // decider turns a batch of command records into outcomes and Redis changes.
@@ -66,6 +72,10 @@ type decider struct {
 	registry       *Registry
 	maxRecordBytes int
 	maxEventBytes  int
+	// maxEvents and maxBytes are the per-command limits
+	// (Config.MaxCommandEvents, Config.MaxCommandOutcomeBytes); 0 takes
+	// the default.
+	maxEvents, maxBytes int
 }
 
 // decode decodes every record; invalid ones are answered at once.
@@ -149,50 +159,13 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 	errs := make([]error, len(order))
 	parallel(len(order), func(j int) {
 		aggregateID := order[j]
-		run := &aggregateRun{loaded: aggregates[aggregateID]}
-		run.version = run.loaded.Version
-		run.typeName = run.loaded.Type
-		for _, i := range byAggregate[aggregateID] {
-			ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
-			if decision, ok := recorded[ref]; ok {
-				if isReplay(b.records[i], decision) {
-					b.outcomes[i] = decided{records: replays[ref].Records, kind: outcomeReplayed}
-				} else {
-					b.outcomes[i] = d.duplicate(b, i, decision, run.version)
-				}
-				continue
-			}
-			if decision, ok := run.decision(ref.CommandID); ok {
-				b.outcomes[i] = d.duplicate(b, i, decision, run.version)
-				continue
-			}
-			outcome, err := d.decideOne(ctx, b, i, run)
-			if err != nil {
-				errs[j] = err
-				return
-			}
-			b.outcomes[i] = outcome
+		changes[j], errs[j] = d.decideAggregate(ctx, b, byAggregate[aggregateID], aggregates[aggregateID], recorded, replays, false)
+		if errors.Is(errs[j], errStateEncode) {
+			// Decided again, deterministically, with the state encoded after
+			// each command: the command that made it unencodable is refused
+			// and the others keep their outcomes.
+			changes[j], errs[j] = d.decideAggregate(ctx, b, byAggregate[aggregateID], aggregates[aggregateID], recorded, replays, true)
 		}
-		if len(run.outcomes) == 0 {
-			return
-		}
-		change := &versionstore.Change{
-			AggregateID: aggregateID,
-			FromVersion: run.loaded.Version,
-			ToVersion:   run.version,
-			Type:        run.typeName,
-			State:       run.loaded.State,
-			Outcomes:    run.outcomes,
-		}
-		if run.stateDirty {
-			snapshot, err := run.codec.encodeState(run.state)
-			if err != nil {
-				errs[j] = errors.Wrapf(err, "aggregate %s", aggregateID)
-				return
-			}
-			change.State = snapshot
-		}
-		changes[j] = change
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -203,6 +176,63 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 		}
 	}
 	return nil
+}
+
+// errStateEncode marks an aggregate whose state did not encode at the end of
+// its batch.
+var errStateEncode = errors.New("state does not encode")
+
+// decideAggregate decides one aggregate's commands of a batch (the record
+// indexes in order) and returns its Redis change, nil when there is nothing
+// to write.
+func (d *decider) decideAggregate(ctx context.Context, b *batch, indexes []int, loaded versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Decision, replays map[versionstore.CommandRef]versionstore.Outcome, encodeEach bool) (*versionstore.Change, error) {
+	aggregateID := loaded.ID
+	run := &aggregateRun{loaded: loaded, encodeEach: encodeEach}
+	run.version = run.loaded.Version
+	run.typeName = run.loaded.Type
+	for _, i := range indexes {
+		aggregateID = b.commands[i].AggregateID
+		ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
+		if decision, ok := recorded[ref]; ok {
+			if isReplay(b.records[i], decision) {
+				b.outcomes[i] = decided{records: replays[ref].Records, kind: outcomeReplayed}
+			} else {
+				b.outcomes[i] = d.duplicate(b, i, decision, run.version)
+			}
+			continue
+		}
+		if decision, ok := run.decision(ref.CommandID); ok {
+			b.outcomes[i] = d.duplicate(b, i, decision, run.version)
+			continue
+		}
+		outcome, err := d.decideOne(ctx, b, i, run)
+		if err != nil {
+			return nil, err
+		}
+		b.outcomes[i] = outcome
+	}
+	if len(run.outcomes) == 0 {
+		return nil, nil
+	}
+	change := &versionstore.Change{
+		AggregateID: aggregateID,
+		FromVersion: run.loaded.Version,
+		ToVersion:   run.version,
+		Type:        run.typeName,
+		State:       run.loaded.State,
+		Outcomes:    run.outcomes,
+	}
+	switch {
+	case run.stateDirty && encodeEach:
+		change.State = run.snapshot
+	case run.stateDirty:
+		snapshot, err := run.codec.encodeState(run.state)
+		if err != nil {
+			return nil, errors.Mark(errors.Wrapf(err, "aggregate %s", aggregateID), errStateEncode)
+		}
+		change.State = snapshot
+	}
+	return change, nil
 }
 
 // forgettable appends the commands whose outcome records this batch wrote
@@ -296,11 +326,9 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		return reject(events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist"), nil
 	}
 
-	codec := h.aggregate
-	if codec == nil {
-		codec = d.registry.aggregates[run.typeName]
-	} else if run.typeName != "" && run.typeName != codec.name() {
-		return reject(events.ReasonRejected, fmt.Sprintf("aggregate %s is a %s; command type %s is for %s aggregates", cmd.AggregateID, run.typeName, cmd.Type, codec.name())), nil
+	codec, refusal := d.codecFor(h, cmd, run)
+	if refusal != "" {
+		return reject(events.ReasonRejected, refusal), nil
 	}
 	if codec != nil && !run.stateLoaded {
 		state, err := codec.decodeState(run.loaded.State)
@@ -328,6 +356,11 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	case len(drafts) == 0:
 		return reject(events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", cmd.Type)), nil
 	}
+	budget := d.budget()
+	if err := budget.checkEvents(cmd.Type, len(drafts)); err != nil {
+		return reject(events.ReasonRejected, err.Error()), nil
+	}
+	overhead := recordOverhead(cmd.AggregateID, cmd.ID)
 
 	records := make([]versionstore.OutcomeRecord, len(drafts))
 	version := run.version
@@ -337,7 +370,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		aggregateType = codec.name()
 	}
 	for k, draft := range drafts {
-		payload, err := draft.EncodePayload()
+		payload, err := encodePayload(draft)
 		if err != nil || draft.Type == "" {
 			return reject(events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err)), nil
 		}
@@ -363,18 +396,28 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		if len(value) > d.maxEventBytes {
 			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), d.maxEventBytes)), nil
 		}
+		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+		if err := budget.add(cmd.Type, records[k], overhead); err != nil {
+			return reject(events.ReasonRejected, err.Error()), nil
+		}
 		if codec != nil {
 			state, err = codec.evolve(state, event)
 			if err != nil {
 				return reject(events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err)), nil
 			}
 		}
-		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+	}
+	var snapshot []byte
+	if codec != nil && run.encodeEach {
+		if snapshot, err = codec.encodeState(state); err != nil {
+			return reject(events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err)), nil
+		}
 	}
 	run.version = version
 	if codec != nil {
 		run.state, run.stateDirty = state, true
 		run.typeName = codec.name()
+		run.snapshot = snapshot
 	}
 	run.record(b, i, versionstore.Outcome{Applied: true, Version: version, Records: records})
 	return decided{records: records, kind: outcomeApplied}, nil
@@ -447,6 +490,8 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 	rec := b.records[i]
 	conflict.Source = events.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	conflict.Timestamp = b.now
+	message := conflict.Message
+	boundConflict(&conflict)
 	if utf8.Valid(rec.Value) && json.Valid(rec.Value) {
 		conflict.Command = rec.Value
 	} else {
@@ -455,7 +500,7 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 	value, err := json.Marshal(conflict)
 	if err != nil || len(value) > d.maxEventBytes {
 		conflict.Command, conflict.RawValue = nil, nil
-		conflict.Message += fmt.Sprintf(" (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", len(rec.Value))
+		setMessage(&conflict, fmt.Sprintf("%s (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", message, len(rec.Value)))
 		value, _ = json.Marshal(conflict)
 	}
 	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict, reason: conflict.Reason}

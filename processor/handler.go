@@ -47,6 +47,12 @@ type AggregateType[S any] struct {
 	Name string
 	// Evolve returns the state after an event. Required.
 	Evolve func(state S, event events.Event) (S, error)
+	// AllowAppendEvents lets the built-in AppendEvents command append
+	// events to aggregates of this type; each goes through Evolve, whose
+	// error refuses the command. Without it AppendEvents is rejected on
+	// them: its events would bypass the rules of the type's handlers.
+	// default: false
+	AllowAppendEvents bool
 }
 
 // DecideParams is what a handler decides on.
@@ -88,6 +94,7 @@ type aggregateCodec interface {
 	decodeState(snapshot []byte) (any, error)
 	encodeState(state any) ([]byte, error)
 	evolve(state any, event events.Event) (any, error)
+	allowsAppendEvents() bool
 }
 
 func (a AggregateType[S]) name() string { return a.Name }
@@ -96,7 +103,10 @@ func (a AggregateType[S]) newState() any {
 	return zero
 }
 
-func (a AggregateType[S]) decodeState(snapshot []byte) (any, error) {
+func (a AggregateType[S]) allowsAppendEvents() bool { return a.AllowAppendEvents }
+
+func (a AggregateType[S]) decodeState(snapshot []byte) (_ any, err error) {
+	defer recoverAs(&err, "decoding the state snapshot of", a.Name)
 	var state S
 	if len(snapshot) == 0 {
 		return state, nil
@@ -107,7 +117,8 @@ func (a AggregateType[S]) decodeState(snapshot []byte) (any, error) {
 	return state, nil
 }
 
-func (a AggregateType[S]) encodeState(state any) ([]byte, error) {
+func (a AggregateType[S]) encodeState(state any) (_ []byte, err error) {
+	defer recoverAs(&err, "encoding the state of", a.Name)
 	snapshot, err := json.Marshal(state.(S))
 	if err != nil {
 		return nil, errors.Wrapf(err, "encode %s state snapshot", a.Name)
@@ -115,7 +126,8 @@ func (a AggregateType[S]) encodeState(state any) ([]byte, error) {
 	return snapshot, nil
 }
 
-func (a AggregateType[S]) evolve(state any, event events.Event) (any, error) {
+func (a AggregateType[S]) evolve(state any, event events.Event) (_ any, err error) {
+	defer recoverAs(&err, "Evolve of", a.Name)
 	return a.Evolve(state.(S), event)
 }
 

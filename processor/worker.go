@@ -63,6 +63,16 @@ type Config struct {
 	// MaxEventBytes is the size limit of one encoded event; a command
 	// whose handler produces a larger one is rejected. default: 900 KiB
 	MaxEventBytes int
+	// MaxCommandEvents bounds the events one command may append; a command
+	// whose handler decides more is rejected, naming the limit.
+	// default: 1000 (DefaultMaxCommandEvents)
+	MaxCommandEvents int
+	// MaxCommandOutcomeBytes bounds the total size of one command's outcome
+	// records (values, keys and headers; metadata is copied into every
+	// event): one small command must not make a worker publish gigabytes.
+	// A command over it is rejected, naming the limit.
+	// default: 4 MiB (DefaultMaxCommandOutcomeBytes)
+	MaxCommandOutcomeBytes int
 	// SessionTimeout is the consumer group session timeout: how long a
 	// silent worker keeps its partitions. default: 10s
 	SessionTimeout time.Duration
@@ -147,6 +157,12 @@ func (c *Config) setDefaults() {
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = 900 << 10
 	}
+	if c.MaxCommandEvents <= 0 {
+		c.MaxCommandEvents = DefaultMaxCommandEvents
+	}
+	if c.MaxCommandOutcomeBytes <= 0 {
+		c.MaxCommandOutcomeBytes = DefaultMaxCommandOutcomeBytes
+	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -199,6 +215,9 @@ type Worker struct {
 	log     *zap.Logger
 	decider *decider
 	stats   Stats
+	// producerBatchMaxBytes is the largest record batch produced, fitted to
+	// the output topics by fitRecordLimits.
+	producerBatchMaxBytes int
 }
 
 // lane is one of the worker's transactional sessions (Config.Concurrency).
@@ -207,6 +226,8 @@ type lane struct {
 	// forget lists the commands whose outcome records can be deleted: their
 	// transaction committed. Only the lane's goroutine touches it.
 	forget []versionstore.CommandRef
+	// aborts reports the session's aborted batches.
+	aborts abortReporter
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -226,12 +247,15 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.Wrap(err, "worker configuration")
 	}
 	return &Worker{
-		cfg: cfg,
-		log: cfg.Logger,
+		cfg:                   cfg,
+		log:                   cfg.Logger,
+		producerBatchMaxBytes: defaultProducerBatchMaxBytes,
 		decider: &decider{
 			registry:       cfg.Registry,
 			maxRecordBytes: cfg.MaxRecordBytes,
 			maxEventBytes:  cfg.MaxEventBytes,
+			maxEvents:      cfg.MaxCommandEvents,
+			maxBytes:       cfg.MaxCommandOutcomeBytes,
 		},
 	}, nil
 }
@@ -254,7 +278,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
 	}
 	opts = append(opts, w.groupObserverOpts(l.transactionalID)...)
@@ -286,6 +310,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.ensureInitialized(ctx); err != nil {
 		return err
 	}
+	w.fitRecordLimits(ctx)
 	err := w.runLanes(ctx)
 	w.log.Info("worker stopped",
 		zap.Int64("records", w.stats.Records.Load()),
@@ -399,14 +424,14 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			if errors.Is(produceErr, versionstore.ErrFenced) {
 				level = zap.InfoLevel
 			}
-			w.log.Check(level, "aborting batch; its records will be processed again").Write(
-				zap.Int("records", len(records)), errorField(produceErr))
+			l.aborts.aborted(w.log, level, records, produceErr)
 		}
 		endCtx, cancel := context.WithTimeout(batchCtx, w.cfg.TransactionTimeout+w.cfg.SessionTimeout)
 		committed, err := sess.End(endCtx, commit)
 		cancel()
 		params.Committed = committed
 		if committed && err == nil {
+			l.aborts.committed(w.log)
 			// The outcome records are no longer needed for a replay; the
 			// next batch's load deletes them.
 			l.forget = b.forgettable(l.forget)
@@ -521,7 +546,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		if err != nil {
 			mu.Lock()
 			if produceErr == nil {
-				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", r.Key, r.Topic)
+				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", capField(string(r.Key)), r.Topic)
 			}
 			mu.Unlock()
 		}
@@ -536,15 +561,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	b.produceStart = time.Now()
 	headers := make([]kgo.RecordHeader, 0, 2*total)
 	for i, outcome := range b.outcomes {
-		source := records[i]
-		key := source.Key
-		if aggregateID := b.commands[i].AggregateID; aggregateID != "" && aggregateID != string(key) {
-			key = []byte(aggregateID)
-		}
-		var commandID []byte
-		if id := b.commands[i].ID; id != "" {
-			commandID = []byte(id)
-		}
+		key, commandID := b.outcomeIdentity(i)
 		for _, rec := range outcome.records {
 			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
 			out := &outs[len(outs)-1]

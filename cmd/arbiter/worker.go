@@ -26,6 +26,8 @@ type workerFlags struct {
 	maxBatch              int
 	concurrency           int
 	maxRecordBytes        int
+	maxCommandEvents      int
+	maxCommandBytes       int
 	sessionTimeout        time.Duration
 	transactionTimeout    time.Duration
 	outcomeTTL            time.Duration
@@ -56,6 +58,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&f.maxBatch, "max-batch", envInt("ARBITER_MAX_BATCH", 2000), "most records per poll, Redis round trip and transaction (ARBITER_MAX_BATCH)")
 	fs.IntVar(&f.concurrency, "concurrency", envInt("ARBITER_CONCURRENCY", 1), "transactional sessions of this worker, each a group member with its share of the partitions (ARBITER_CONCURRENCY)")
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", 1<<20), "size limit of a command record; larger ones are invalid (ARBITER_MAX_RECORD_BYTES)")
+	fs.IntVar(&f.maxCommandEvents, "max-command-events", envInt("ARBITER_MAX_COMMAND_EVENTS", processor.DefaultMaxCommandEvents), "most events one command may append; more is rejected (ARBITER_MAX_COMMAND_EVENTS)")
+	fs.IntVar(&f.maxCommandBytes, "max-command-outcome-bytes", envInt("ARBITER_MAX_COMMAND_OUTCOME_BYTES", processor.DefaultMaxCommandOutcomeBytes), "most bytes of outcome records one command may make, metadata counted per event; more is rejected (ARBITER_MAX_COMMAND_OUTCOME_BYTES)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", envDuration("ARBITER_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout (ARBITER_SESSION_TIMEOUT)")
 	fs.DurationVar(&f.transactionTimeout, "transaction-timeout", envDuration("ARBITER_TRANSACTION_TIMEOUT", 10*time.Second), "Kafka transaction timeout (ARBITER_TRANSACTION_TIMEOUT)")
 	fs.DurationVar(&f.outcomeTTL, "outcome-ttl", envDuration("ARBITER_OUTCOME_TTL", 24*time.Hour), "how long an uncommitted outcome's records are kept for a replay (ARBITER_OUTCOME_TTL)")
@@ -141,12 +145,14 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		MaxBatch:              f.maxBatch,
 		Concurrency:           f.concurrency,
 		MaxRecordBytes:        f.maxRecordBytes,
+		MaxCommandEvents:      f.maxCommandEvents,
 		SessionTimeout:        f.sessionTimeout,
 		TransactionTimeout:    f.transactionTimeout,
 		Registry:              registry,
 		Store:                 store,
 		Logger:                log,
 	}
+	cfg.MaxCommandOutcomeBytes = f.maxCommandBytes
 	if err := testHooks(&cfg, log); err != nil {
 		return err
 	}
