@@ -208,21 +208,3 @@ func (w *Worker) observeBatch(l *lane, b *batch, params BatchParams, polled time
 	}
 	w.cfg.Observer.ObserveBatch(observation)
 }
-
-// batchPartitions lists the distinct partitions of a batch's records.
-func batchPartitions(records []*kgo.Record) []int32 {
-	var partitions []int32
-	for _, r := range records {
-		seen := false
-		for _, p := range partitions {
-			if p == r.Partition {
-				seen = true
-				break
-			}
-		}
-		if !seen {
-			partitions = append(partitions, r.Partition)
-		}
-	}
-	return partitions
-}

@@ -37,7 +37,7 @@ func (r *abortReporter) aborted(log *zap.Logger, level zapcore.Level, records []
 	}
 	log.Check(level, msg).Write(
 		zap.Int("records", len(records)),
-		zap.Int32s("partitions", batchPartitions(records)),
+		zap.Int32s("partitions", capPartitions(batchPartitions(records))),
 		zap.Int("failed_retries_since_last_report", r.repeats),
 		zap.String("error", message))
 	r.lastError, r.lastLogged, r.repeats = message, now, 0
@@ -54,17 +54,18 @@ func (r *abortReporter) committed(log *zap.Logger) {
 	*r = abortReporter{}
 }
 
-// batchPartitions lists the partitions of a batch's records, at most 64.
+// batchPartitions lists the distinct partitions of a batch's records, in
+// order.
 func batchPartitions(records []*kgo.Record) []int32 {
 	var partitions []int32
 	for _, rec := range records {
 		if !slices.Contains(partitions, rec.Partition) {
 			partitions = append(partitions, rec.Partition)
-			if len(partitions) == 64 {
-				break
-			}
 		}
 	}
 	slices.Sort(partitions)
 	return partitions
 }
+
+// capPartitions keeps a log line short: at most 64 partitions.
+func capPartitions(partitions []int32) []int32 { return partitions[:min(len(partitions), 64)] }
