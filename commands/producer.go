@@ -107,6 +107,7 @@ func NewProducer(ctx context.Context, cfg ProducerConfig) (*Producer, error) {
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
 		kgo.ProducerBatchMaxBytes(int32(max(cfg.MaxRecordBytes+4096, 1<<20))),
 		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("kafka")}),
+		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -301,3 +302,7 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	}
 	l.log.Warn(msg, fields...)
 }
+
+// defaultClientID names the producer's Kafka clients unless KafkaOptions
+// name them otherwise (kafkaclient.Config.ClientID).
+const defaultClientID = "arbiter-producer"

@@ -179,6 +179,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.ConsumeResetOffset(start),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// KafkaOptions (kafkaclient.Config.Opts) may name it otherwise.
+		kgo.ClientID("arbiter-consumer"),
 	}
 	if c.cfg.Group != "" {
 		opts = append(opts,

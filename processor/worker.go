@@ -244,6 +244,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
+		kgo.ClientID(defaultClientID),
 	}
 	opts = append(opts, w.cfg.KafkaOptions...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
@@ -595,3 +596,7 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		l.log.Debug(msg, fields...)
 	}
 }
+
+// defaultClientID names the worker's Kafka clients unless KafkaOptions name
+// them otherwise (kafkaclient.Config.ClientID).
+const defaultClientID = "arbiter-worker"

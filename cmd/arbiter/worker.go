@@ -119,8 +119,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer closeStore()
 
+	kafkaOptions, err := f.securityOpts()
+	if err != nil {
+		return err
+	}
 	cfg := processor.Config{
 		Brokers:               f.brokerList(),
+		KafkaOptions:          kafkaOptions,
 		Group:                 f.group,
 		CommandsTopic:         f.commandsTopic,
 		EventsTopic:           f.eventsTopic,
