@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net/url"
 	"os"
 	"strings"
 
@@ -191,11 +190,8 @@ func (c Config) Addr() string {
 const redacted = "xxxxx"
 
 // RedactURL returns the URL with its password replaced by "xxxxx", also
-// when the URL does not parse.
+// when the URL does not parse; the rest is left as it is.
 func RedactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
 	start, password, ok := userinfo(raw)
 	if !ok || password == "" {
 		return raw

@@ -188,7 +188,10 @@ func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Opt
 	defer cancel()
 	if err := client.Ping(pingCtx).Err(); err != nil {
 		_ = client.Close()
-		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL, the Redis credentials and TLS settings, and that redis-server runs", redisConfig.Addr())}
+		if message := err.Error(); strings.HasPrefix(message, "WRONGPASS") || strings.HasPrefix(message, "NOPERM") || strings.HasPrefix(message, "NOAUTH") {
+			return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s refused the login; check the user and password (--redis-username, --redis-password-file / ARBITER_REDIS_PASSWORD) and the user's ACL", redisConfig.Addr())}
+		}
+		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL, the TLS settings, and that redis-server runs", redisConfig.Addr())}
 	}
 	storeOpts.KeyPrefix = c.keyPrefix
 	store := versionstore.New(client, storeOpts)
