@@ -8,6 +8,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 )
 
@@ -44,6 +45,13 @@ type ProducerConfig struct {
 	// KafkaOptions are added to the options of both Kafka clients (the
 	// producing one and the follower), after the Producer's own.
 	KafkaOptions []kgo.Opt
+	// Propagator writes the trace context of the ctx given to Send,
+	// SendAsync or SendAndWait into the command record's headers; the
+	// worker carries them on to the command's events and conflict record.
+	// Nothing is written when ctx holds no span. Only the propagation API
+	// is needed here: the span comes from whatever tracer the caller uses.
+	// default: propagation.TraceContext{} (W3C traceparent, tracestate)
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *ProducerConfig) setDefaults() {
@@ -59,6 +67,9 @@ func (c *ProducerConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
 	}
 }
 
@@ -178,6 +189,7 @@ func (p *Producer) produce(ctx context.Context, cmd Command, rec *kgo.Record, do
 		done(errors.Wrapf(ErrClosed, "send command %s for aggregate %s", cmd.ID, cmd.AggregateID))
 		return
 	}
+	p.cfg.Propagator.Inject(ctx, headerCarrier{rec})
 	p.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			err = errors.Wrapf(err, "send command %s for aggregate %s to topic %s", cmd.ID, cmd.AggregateID, p.cfg.CommandsTopic)
@@ -306,3 +318,35 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 // defaultClientID names the producer's Kafka clients unless KafkaOptions
 // name them otherwise (kafkaclient.Config.ClientID).
 const defaultClientID = "arbiter-producer"
+
+// headerCarrier lets a propagator read and write a record's headers.
+type headerCarrier struct{ rec *kgo.Record }
+
+var _ propagation.TextMapCarrier = headerCarrier{}
+
+func (c headerCarrier) Get(key string) string {
+	for _, h := range c.rec.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(key, value string) {
+	for i, h := range c.rec.Headers {
+		if h.Key == key {
+			c.rec.Headers[i].Value = []byte(value)
+			return
+		}
+	}
+	c.rec.Headers = append(c.rec.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
+}
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, len(c.rec.Headers))
+	for i, h := range c.rec.Headers {
+		keys[i] = h.Key
+	}
+	return keys
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -316,6 +317,13 @@ func TestDecideReplayIsByteForByte(t *testing.T) {
 		for k := range original.outcomes[i].records {
 			if string(replay.outcomes[i].records[k].Value) != string(original.outcomes[i].records[k].Value) {
 				t.Fatalf("record %d: replayed bytes differ:\n%s\n%s", i, replay.outcomes[i].records[k].Value, original.outcomes[i].records[k].Value)
+			}
+			// The headers come from the recorded value: the same too.
+			source := []byte("/arbiter/test")
+			replayed := appendCloudEventHeaders(nil, source, first[i].Key, replay.outcomes[i].records[k])
+			published := appendCloudEventHeaders(nil, source, first[i].Key, original.outcomes[i].records[k])
+			if !reflect.DeepEqual(replayed, published) {
+				t.Fatalf("record %d: replayed CloudEvents headers differ:\n%v\n%v", i, replayed, published)
 			}
 		}
 	}

@@ -80,6 +80,12 @@ type Config struct {
 	Logger *zap.Logger
 	// KafkaOptions are added to the client options, after Arbiter's own.
 	KafkaOptions []kgo.Opt
+	// CloudEventsSource is the ce_source header of every event and
+	// conflict record. Give every worker of a group the same one: a record
+	// re-published after an aborted transaction, maybe by another worker,
+	// must carry the headers it was first published with.
+	// default: "/arbiter/<Group>"
+	CloudEventsSource string
 	// Hooks are called at points of the batch cycle; for tests and
 	// instrumentation.
 	Hooks Hooks
@@ -118,6 +124,9 @@ type BatchParams struct {
 func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "arbiter"
+	}
+	if c.CloudEventsSource == "" {
+		c.CloudEventsSource = "/arbiter/" + c.Group
 	}
 	events.SetDefaultTopics(&c.CommandsTopic, &c.EventsTopic, &c.ConflictsTopic)
 	if c.TransactionalIDPrefix == "" {
@@ -506,7 +515,8 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		total += len(outcome.records)
 	}
 	outs := make([]kgo.Record, 0, total)
-	headers := make([]kgo.RecordHeader, 0, 2*total)
+	headers := make([]kgo.RecordHeader, 0, 9*total)
+	ceSource := []byte(w.cfg.CloudEventsSource)
 	for i, outcome := range b.outcomes {
 		source := records[i]
 		key := source.Key
@@ -517,6 +527,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		if id := b.commands[i].ID; id != "" {
 			commandID = []byte(id)
 		}
+		trace := traceHeaders(source)
 		for _, rec := range outcome.records {
 			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
 			out := &outs[len(outs)-1]
@@ -530,6 +541,8 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			if commandID != nil {
 				headers = append(headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: commandID})
 			}
+			headers = append(headers, trace...)
+			headers = appendCloudEventHeaders(headers, ceSource, key, rec)
 			out.Headers = headers[start:len(headers):len(headers)]
 			sess.Produce(ctx, out, promise)
 		}
