@@ -89,6 +89,9 @@ type Config struct {
 	// Hooks are called at points of the batch cycle; for tests and
 	// instrumentation.
 	Hooks Hooks
+	// Tracer traces each batch (package tracing has the OpenTelemetry
+	// one). default: nil (no tracing)
+	Tracer BatchTracer
 }
 
 // Hooks are optional callbacks into the batch cycle.
@@ -109,6 +112,25 @@ type Hooks struct {
 	BeforeEnd func(ctx context.Context, params BatchParams)
 	// AfterBatch is called after each batch's transaction ended.
 	AfterBatch func(ctx context.Context, params BatchParams)
+}
+
+// BatchTracer traces batches. StartBatch is called once a poll returned
+// records, before they are decoded; the context it returns is the one the
+// batch is processed and its outcome records produced with, and end is
+// called once the batch's transaction has ended, with the error that
+// aborted it or ended the session, if any.
+type BatchTracer interface {
+	StartBatch(ctx context.Context, batch TracedBatch) (batchCtx context.Context, end func(params BatchParams, err error))
+}
+
+// TracedBatch describes a batch to a BatchTracer.
+type TracedBatch struct {
+	// Records are the command records; read them, do not change them.
+	Records []*kgo.Record
+	// CommandsTopic and Group are the worker's.
+	CommandsTopic, Group string
+	// TransactionalID is the session's.
+	TransactionalID string
 }
 
 // BatchParams describes one batch to a hook.
@@ -375,10 +397,17 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		}
 		// The batch in hand is finished even when shutdown begins.
 		batchCtx := context.WithoutCancel(ctx)
+		endTrace := func(BatchParams, error) {}
+		if w.cfg.Tracer != nil {
+			batchCtx, endTrace = w.cfg.Tracer.StartBatch(batchCtx, TracedBatch{
+				Records: records, CommandsTopic: w.cfg.CommandsTopic, Group: w.cfg.Group, TransactionalID: l.transactionalID,
+			})
+		}
 		if w.cfg.Hooks.AfterPoll != nil {
 			w.cfg.Hooks.AfterPoll(batchCtx, BatchParams{Records: len(records)})
 		}
 		if err := sess.Begin(); err != nil {
+			endTrace(BatchParams{Records: len(records)}, err)
 			return errors.Wrap(err, "begin transaction")
 		}
 		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
@@ -411,6 +440,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		} else {
 			w.stats.Aborted.Add(1)
 		}
+		endTrace(params, errors.CombineErrors(produceErr, err))
 		if w.cfg.Hooks.AfterBatch != nil {
 			w.cfg.Hooks.AfterBatch(batchCtx, params)
 		}

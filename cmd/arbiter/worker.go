@@ -12,6 +12,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/tracing"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"go.uber.org/zap"
@@ -140,6 +141,23 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Registry:              registry,
 		Store:                 store,
 		Logger:                log,
+	}
+	// With OTEL_EXPORTER_OTLP_ENDPOINT set, batches and Kafka calls are
+	// traced and exported; otherwise tracing is off.
+	tracer, stopTracing, err := tracing.FromEnv(ctx, "arbiter-worker")
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("flush the last spans", zap.Error(err))
+		}
+	}()
+	if tracer != nil {
+		cfg.Tracer = tracer
+		cfg.KafkaOptions = append(cfg.KafkaOptions, tracer.KafkaOptions()...)
 	}
 	if err := testHooks(&cfg, log); err != nil {
 		return err
