@@ -61,7 +61,7 @@ func TestProcessSpanLinksEachCommand(t *testing.T) {
 	}
 	attributes := make(map[string]string)
 	for _, kv := range span.Attributes() {
-		attributes[string(kv.Key)] = kv.Value.Emit()
+		attributes[string(kv.Key)] = kv.Value.String()
 	}
 	for key, want := range map[string]string{
 		"messaging.system": "kafka", "messaging.operation.type": "process", "messaging.destination.name": "commands",
