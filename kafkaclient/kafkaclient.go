@@ -244,12 +244,22 @@ func readSecret(path, what string) (string, error) {
 // broker refused; errors.Is finds it in the errors Describe returns.
 var ErrAuthentication = errors.New("kafka refused the SASL login")
 
+// ErrTLSVerification marks an error of a Kafka client that could not verify
+// the brokers' certificate; errors.Is finds it in the errors Describe
+// returns.
+var ErrTLSVerification = errors.New("kafka TLS certificate not verified")
+
 // Describe explains a client error for people: a refused SASL login names
 // the mechanism and user (never the password) and wraps ErrAuthentication;
-// other errors are returned as they are.
+// a certificate that did not verify wraps ErrTLSVerification; other errors
+// are returned as they are.
 func (c Config) Describe(err error) error {
 	if err == nil {
 		return nil
+	}
+	var verification *tls.CertificateVerificationError
+	if errors.As(err, &verification) {
+		return errors.Mark(errors.Wrap(err, "the brokers' TLS certificate did not verify; check the CA file (--kafka-tls-ca-file) and the server name (--kafka-tls-server-name)"), ErrTLSVerification)
 	}
 	if errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.IllegalSaslState) || errors.Is(err, kerr.UnsupportedSaslMechanism) {
 		who := ""

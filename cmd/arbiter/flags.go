@@ -123,10 +123,10 @@ func (c *commonFlags) securityOpts() ([]kgo.Opt, error) {
 // kafkaUnreachable explains an error of a Kafka client: a refused login names
 // the SASL mechanism, anything else says to check the brokers.
 func (c *commonFlags) kafkaUnreachable(err error) error {
-	if described := c.kafka.Describe(err); errors.Is(described, kafkaclient.ErrAuthentication) {
+	if described := c.kafka.Describe(err); errors.Is(described, kafkaclient.ErrAuthentication) || errors.Is(described, kafkaclient.ErrTLSVerification) {
 		return &unreachableError{err: errors.Wrapf(described, "kafka at %s", c.brokers)}
 	}
-	return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers / ARBITER_BROKERS", c.brokers)}
+	return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers / ARBITER_BROKERS (and --kafka-tls and the SASL settings if its listener is secured)", c.brokers)}
 }
 
 func (c *commonFlags) brokerList() []string {

@@ -106,6 +106,10 @@ func TestSecuredKafkaAndRedis(t *testing.T) {
 	}{
 		{"wrong Kafka password", []string{"send", "--kafka-sasl-password-file", wrongKafka, "--aggregate", "prod-1", "--type", "X", "--expected-version", "1"},
 			exitUnreachable, "SCRAM-SHA-512"},
+		{"wrong Kafka password for the worker", []string{"worker", "--kafka-sasl-password-file", wrongKafka, "--group", name},
+			exitUnreachable, "SCRAM-SHA-512"},
+		{"a CA that did not sign the broker's certificate", []string{"tail", "--kafka-tls-ca-file", testenv.NewCA(t).CertFile, "events", "--exit-at-end"},
+			exitUnreachable, "TLS certificate did not verify; check the CA file"},
 		{"wrong Kafka password for tail", []string{"tail", "--kafka-sasl-password-file", wrongKafka, "events", "--exit-at-end"},
 			exitUnreachable, "SCRAM-SHA-512"},
 		{"wrong Redis password", []string{"get", "--redis-password-file", wrongRedis, "prod-1"},

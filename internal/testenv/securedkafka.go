@@ -123,6 +123,7 @@ func StartSecuredKafka(t testing.TB) *SecuredKafka {
 			"-cp", filepath.Join(libs, "*"),
 		}, args...)...)
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), securedKafkaTimeout)
 	defer cancel()
 	// The cluster ID is a base64 UUID; made here, as StorageTool random-uuid
@@ -165,6 +166,7 @@ func StartSecuredKafka(t testing.TB) *SecuredKafka {
 		}
 		t.Fatalf("secured broker on %s: %v\n%s", k.Brokers[0], err, tail)
 	}
+	t.Logf("secured broker (SASL_SSL) on %s ready in %v", k.Brokers[0], time.Since(start).Round(100*time.Millisecond))
 	return k
 }
 
