@@ -21,6 +21,9 @@ import (
 type decided struct {
 	records []versionstore.OutcomeRecord
 	kind    outcomeKind
+	// cloudEvents are the records' CloudEvents attributes, one per record;
+	// nil for a replay, whose attributes are read from the recorded values.
+	cloudEvents []cloudEvent
 }
 
 type outcomeKind uint8
@@ -39,6 +42,15 @@ type batch struct {
 	outcomes []decided
 	changes  []versionstore.Change
 	now      time.Time
+
+	timestampOnce sync.Once
+	timestampText string
+}
+
+// timestamp returns the batch's decision time as its records encode it.
+func (b *batch) timestamp() string {
+	b.timestampOnce.Do(func() { b.timestampText = b.now.Format(time.RFC3339Nano) })
+	return b.timestampText
 }
 
 // aggregateRun is the running state of one aggregate while a batch is
@@ -325,6 +337,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	}
 
 	records := make([]versionstore.OutcomeRecord, len(drafts))
+	cloudEvents := make([]cloudEvent, len(drafts))
 	version := run.version
 	state = run.state
 	aggregateType := run.typeName
@@ -365,6 +378,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			}
 		}
 		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+		cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: b.timestamp()}
 	}
 	run.version = version
 	if codec != nil {
@@ -372,7 +386,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		run.typeName = codec.name()
 	}
 	run.record(b, i, versionstore.Outcome{Applied: true, Version: version, Records: records})
-	return decided{records: records, kind: outcomeApplied}, nil
+	return decided{records: records, kind: outcomeApplied, cloudEvents: cloudEvents}, nil
 }
 
 // record keeps a decided outcome for the aggregate's Redis change.
@@ -453,7 +467,11 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 		conflict.Message += fmt.Sprintf(" (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", len(rec.Value))
 		value, _ = json.Marshal(conflict)
 	}
-	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict}
+	return decided{
+		records:     []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}},
+		kind:        outcomeConflict,
+		cloudEvents: []cloudEvent{conflictCloudEvent(conflict.Source, conflict.Reason, b.timestamp())},
+	}
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.

@@ -22,7 +22,7 @@ func TestCloudEventHeaders(t *testing.T) {
 			map[string]string{events.HeaderCEID: "conflict:commands/2/41", events.HeaderCEType: "arbiter.conflict.version_conflict", events.HeaderCETime: "2026-11-25T10:00:00Z"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			headers := appendCloudEventHeaders(nil, []byte("/arbiter/g"), []byte("p-1"), tc.rec)
+			headers := appendCloudEventHeaders(nil, []byte("/arbiter/g"), []byte("p-1"), cloudEventOf(tc.rec))
 			got := make(map[string]string)
 			for _, h := range headers {
 				got[h.Key] = string(h.Value)
@@ -40,6 +40,38 @@ func TestCloudEventHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCloudEventsOfDecided: the attributes of a decided outcome, computed
+// from the fields its records are encoded from, equal those read back from
+// the records' values, which is all a replay has. Otherwise a record
+// published again after an aborted transaction would carry other headers.
+func TestCloudEventsOfDecided(t *testing.T) {
+	h := newHarness(t)
+	b := h.run(
+		h.record("a-1", command("c1", "a-1", "Add", 0, `{"amounts":[1,2,3]}`)),
+		h.record("a-1", command("c2", "a-1", "Add", 0, `{"amounts":[1]}`)),
+		h.record("a-1", command("c1", "a-1", "Add", 3, `{"amounts":[1]}`)),
+		h.record("a-1", command("c3", "a-1", "Teleport", 3, `{}`)),
+		h.record("a-2", command("c4", "a-1", "Add", 0, `{"amounts":[1]}`)),
+		h.record("a-3", "\xff not json"),
+		h.record("a-4", command("c5", "a-4", "Add", 0, `{"amounts":[]}`)),
+	)
+	checked := 0
+	for i, outcome := range b.outcomes {
+		if len(outcome.cloudEvents) != len(outcome.records) {
+			t.Fatalf("record %d: %d records, %d CloudEvents attributes", i, len(outcome.records), len(outcome.cloudEvents))
+		}
+		for k, rec := range outcome.records {
+			if got, want := outcome.cloudEvents[k], cloudEventOf(rec); got != want {
+				t.Errorf("record %d, outcome record %d: decided attributes %+v, read from the value %+v\n%s", i, k, got, want, rec.Value)
+			}
+			checked++
+		}
+	}
+	if checked < 7 {
+		t.Fatalf("checked %d outcome records; the batch should give events and every kind of conflict", checked)
 	}
 }
 

@@ -558,7 +558,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			commandID = []byte(id)
 		}
 		trace := traceHeaders(source)
-		for _, rec := range outcome.records {
+		for k, rec := range outcome.records {
 			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
 			out := &outs[len(outs)-1]
 			kind := headerKindEvent
@@ -572,7 +572,13 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 				headers = append(headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: commandID})
 			}
 			headers = append(headers, trace...)
-			headers = appendCloudEventHeaders(headers, ceSource, key, rec)
+			var ce cloudEvent
+			if outcome.cloudEvents != nil {
+				ce = outcome.cloudEvents[k]
+			} else {
+				ce = cloudEventOf(rec)
+			}
+			headers = appendCloudEventHeaders(headers, ceSource, key, ce)
 			out.Headers = headers[start:len(headers):len(headers)]
 			sess.Produce(ctx, out, promise)
 		}
