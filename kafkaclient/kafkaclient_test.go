@@ -8,9 +8,14 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"go.uber.org/goleak"
 
 	"github.com/arbiter-cqrs/arbiter/kafkaclient"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func TestConfigValidate(t *testing.T) {
 	dir := t.TempDir()
