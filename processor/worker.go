@@ -545,7 +545,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		total += len(outcome.records)
 	}
 	outs := make([]kgo.Record, 0, total)
-	headers := make([]kgo.RecordHeader, 0, 9*total)
+	// Per record at most: kind, command ID, traceparent, tracestate and
+	// the seven CloudEvents headers.
+	headers := make([]kgo.RecordHeader, 0, 11*total)
 	ceSource := []byte(w.cfg.CloudEventsSource)
 	for i, outcome := range b.outcomes {
 		source := records[i]
