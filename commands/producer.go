@@ -189,7 +189,7 @@ func (p *Producer) produce(ctx context.Context, cmd Command, rec *kgo.Record, do
 		done(errors.Wrapf(ErrClosed, "send command %s for aggregate %s", cmd.ID, cmd.AggregateID))
 		return
 	}
-	p.cfg.Propagator.Inject(ctx, headerCarrier{rec})
+	p.cfg.Propagator.Inject(ctx, events.HeaderCarrier{Record: rec})
 	p.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			err = errors.Wrapf(err, "send command %s for aggregate %s to topic %s", cmd.ID, cmd.AggregateID, p.cfg.CommandsTopic)
@@ -318,35 +318,3 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 // defaultClientID names the producer's Kafka clients unless KafkaOptions
 // name them otherwise (kafkaclient.Config.ClientID).
 const defaultClientID = "arbiter-producer"
-
-// headerCarrier lets a propagator read and write a record's headers.
-type headerCarrier struct{ rec *kgo.Record }
-
-var _ propagation.TextMapCarrier = headerCarrier{}
-
-func (c headerCarrier) Get(key string) string {
-	for _, h := range c.rec.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-func (c headerCarrier) Set(key, value string) {
-	for i, h := range c.rec.Headers {
-		if h.Key == key {
-			c.rec.Headers[i].Value = []byte(value)
-			return
-		}
-	}
-	c.rec.Headers = append(c.rec.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
-}
-
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, len(c.rec.Headers))
-	for i, h := range c.rec.Headers {
-		keys[i] = h.Key
-	}
-	return keys
-}
