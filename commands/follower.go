@@ -93,6 +93,7 @@ func startFollower(ctx context.Context, cfg ProducerConfig) (*follower, error) {
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
 		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("follower")}),
+		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 )
 
@@ -44,6 +45,13 @@ type ProducerConfig struct {
 	// KafkaOptions are added to the options of both Kafka clients (the
 	// producing one and the follower), after the Producer's own.
 	KafkaOptions []kgo.Opt
+	// Propagator writes the trace context of the ctx given to Send,
+	// SendAsync or SendAndWait into the command record's headers; the
+	// worker carries them on to the command's events and conflict record.
+	// Nothing is written when ctx holds no span. Only the propagation API
+	// is needed here: the span comes from whatever tracer the caller uses.
+	// default: propagation.TraceContext{} (W3C traceparent, tracestate)
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *ProducerConfig) setDefaults() {
@@ -59,6 +67,9 @@ func (c *ProducerConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
 	}
 }
 
@@ -107,6 +118,7 @@ func NewProducer(ctx context.Context, cfg ProducerConfig) (*Producer, error) {
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
 		kgo.ProducerBatchMaxBytes(int32(max(cfg.MaxRecordBytes+4096, 1<<20))),
 		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("kafka")}),
+		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -177,6 +189,7 @@ func (p *Producer) produce(ctx context.Context, cmd Command, rec *kgo.Record, do
 		done(errors.Wrapf(ErrClosed, "send command %s for aggregate %s", cmd.ID, cmd.AggregateID))
 		return
 	}
+	p.cfg.Propagator.Inject(ctx, events.HeaderCarrier{Record: rec})
 	p.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			err = errors.Wrapf(err, "send command %s for aggregate %s to topic %s", cmd.ID, cmd.AggregateID, p.cfg.CommandsTopic)
@@ -301,3 +314,7 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	}
 	l.log.Warn(msg, fields...)
 }
+
+// defaultClientID names the producer's Kafka clients unless KafkaOptions
+// name them otherwise (kafkaclient.Config.ClientID).
+const defaultClientID = "arbiter-producer"

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 )
 
@@ -53,6 +54,11 @@ type ConsumerConfig struct {
 	// KafkaOptions are added to the client options, after the Consumer's
 	// own.
 	KafkaOptions []kgo.Opt
+	// Propagator reads the trace context an event record carries (that of
+	// the command which produced it) into the ctx given to Handle, so the
+	// handler's spans join the command's trace.
+	// default: propagation.TraceContext{} (W3C traceparent, tracestate)
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -64,6 +70,9 @@ func (c *ConsumerConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
 	}
 }
 
@@ -179,6 +188,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.ConsumeResetOffset(start),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// KafkaOptions (kafkaclient.Config.Opts) may name it otherwise.
+		kgo.ClientID("arbiter-consumer"),
 	}
 	if c.cfg.Group != "" {
 		opts = append(opts,
@@ -274,7 +285,8 @@ func (c *Consumer) handle(ctx context.Context, rec *kgo.Record) error {
 			return errors.Wrapf(err, "version gap in aggregate %s (expected %d, got %d)", gap.AggregateID, gap.Expected, gap.Got)
 		}
 	}
-	if err := c.cfg.Handle(ctx, EventParams{Event: event, Partition: rec.Partition, Offset: rec.Offset}); err != nil {
+	handleCtx := c.cfg.Propagator.Extract(ctx, HeaderCarrier{Record: rec})
+	if err := c.cfg.Handle(handleCtx, EventParams{Event: event, Partition: rec.Partition, Offset: rec.Offset}); err != nil {
 		return errors.Wrapf(err, "handle event %s", event.ID)
 	}
 	c.stats.Handled++

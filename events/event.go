@@ -20,6 +20,47 @@ const (
 	HeaderCommandID = "arbiter-command-id"
 )
 
+// W3C trace context headers (https://www.w3.org/TR/trace-context/). A
+// command record that carries them (commands.Producer injects the caller's
+// span context) passes them on, unchanged, to its event and conflict
+// records, so one trace follows a request through its command to its
+// events.
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// CloudEvents headers of the Kafka protocol binding, binary content mode
+// (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md):
+// every event and conflict record carries them, and its value is the
+// CloudEvent's data, unchanged. They are derived from the record's value
+// alone, so a record re-published after an aborted transaction has the same
+// headers byte for byte.
+const (
+	// HeaderCESpecVersion is "1.0".
+	HeaderCESpecVersion = "ce_specversion"
+	// HeaderCEID is the event's ID ("<aggregateId>@<version>"), or for a
+	// conflict "conflict:<topic>/<partition>/<offset>" of the command
+	// record it answers.
+	HeaderCEID = "ce_id"
+	// HeaderCESource is the worker group's source, by default
+	// "/arbiter/<group>" (processor.Config.CloudEventsSource).
+	HeaderCESource = "ce_source"
+	// HeaderCEType is the event's type, or for a conflict
+	// "arbiter.conflict.<reason>".
+	HeaderCEType = "ce_type"
+	// HeaderCESubject is the aggregate ID (the record key).
+	HeaderCESubject = "ce_subject"
+	// HeaderCETime is the record's timestamp field, RFC 3339.
+	HeaderCETime = "ce_time"
+	// HeaderContentType is "application/json".
+	HeaderContentType = "content-type"
+)
+
+// CloudEventsConflictTypePrefix starts the CloudEvents type of a conflict
+// record; its reason follows.
+const CloudEventsConflictTypePrefix = "arbiter.conflict."
+
 // Header values of HeaderKind.
 const (
 	KindEvent    = "event"

@@ -54,7 +54,7 @@ func (w *Worker) ensureInitialized(ctx context.Context) error {
 }
 
 func (w *Worker) eventsTopicEmpty(ctx context.Context) (bool, error) {
-	client, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.cfg.Brokers...)}, w.cfg.KafkaOptions...)...)
+	client, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.cfg.Brokers...), kgo.ClientID(defaultClientID)}, w.cfg.KafkaOptions...)...)
 	if err != nil {
 		return false, errors.Wrap(err, "create a Kafka client")
 	}

@@ -23,6 +23,9 @@ type decided struct {
 	kind    outcomeKind
 	// reason is a conflict's reason, for the Observer.
 	reason events.Reason
+	// cloudEvents are the records' CloudEvents attributes, one per record;
+	// nil for a replay, whose attributes are read from the recorded values.
+	cloudEvents []cloudEvent
 }
 
 type outcomeKind uint8
@@ -44,6 +47,15 @@ type batch struct {
 	// counts and produceStart are for the Observer.
 	counts       OutcomeCounts
 	produceStart time.Time
+
+	timestampOnce sync.Once
+	timestampText string
+}
+
+// timestamp returns the batch's decision time as its records encode it.
+func (b *batch) timestamp() string {
+	b.timestampOnce.Do(func() { b.timestampText = b.now.Format(time.RFC3339Nano) })
+	return b.timestampText
 }
 
 // aggregateRun is the running state of one aggregate while a batch is
@@ -363,6 +375,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	overhead := recordOverhead(cmd.AggregateID, cmd.ID)
 
 	records := make([]versionstore.OutcomeRecord, len(drafts))
+	cloudEvents := make([]cloudEvent, len(drafts))
 	version := run.version
 	state = run.state
 	aggregateType := run.typeName
@@ -406,6 +419,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 				return reject(events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err)), nil
 			}
 		}
+		cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: b.timestamp()}
 	}
 	var snapshot []byte
 	if codec != nil && run.encodeEach {
@@ -420,7 +434,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		run.snapshot = snapshot
 	}
 	run.record(b, i, versionstore.Outcome{Applied: true, Version: version, Records: records})
-	return decided{records: records, kind: outcomeApplied}, nil
+	return decided{records: records, kind: outcomeApplied, cloudEvents: cloudEvents}, nil
 }
 
 // record keeps a decided outcome for the aggregate's Redis change.
@@ -503,7 +517,12 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 		setMessage(&conflict, fmt.Sprintf("%s (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", message, len(rec.Value)))
 		value, _ = json.Marshal(conflict)
 	}
-	return decided{records: []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}}, kind: outcomeConflict, reason: conflict.Reason}
+	return decided{
+		records:     []versionstore.OutcomeRecord{{Kind: versionstore.KindConflict, Value: value}},
+		kind:        outcomeConflict,
+		reason:      conflict.Reason,
+		cloudEvents: []cloudEvent{conflictCloudEvent(conflict.Source, conflict.Reason, b.timestamp())},
+	}
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.

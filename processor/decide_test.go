@@ -317,6 +317,11 @@ func TestDecideReplayIsByteForByte(t *testing.T) {
 			if string(replay.outcomes[i].records[k].Value) != string(original.outcomes[i].records[k].Value) {
 				t.Fatalf("record %d: replayed bytes differ:\n%s\n%s", i, replay.outcomes[i].records[k].Value, original.outcomes[i].records[k].Value)
 			}
+			// A replay's CloudEvents attributes are read from the recorded
+			// value; they must be those first published.
+			if replayed, published := cloudEventOf(replay.outcomes[i].records[k]), original.outcomes[i].cloudEvents[k]; replayed != published {
+				t.Fatalf("record %d: replayed CloudEvents attributes differ:\n%+v\n%+v", i, replayed, published)
+			}
 		}
 	}
 	again := h.run(h.record("a-1", command("c1", "a-1", "Add", 2, `{"amounts":[1]}`)))

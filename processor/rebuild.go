@@ -75,6 +75,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 		// reached the last stable offset even when a transaction marker
 		// ends the partition.
 		kgo.KeepControlRecords(),
+		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {

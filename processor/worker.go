@@ -102,6 +102,15 @@ type Config struct {
 	// Observer is told the outcomes, timings and session states, for
 	// metrics and health. default: none
 	Observer Observer
+	// CloudEventsSource is the ce_source header of every event and
+	// conflict record. Give every worker of a group the same one: a record
+	// re-published after an aborted transaction, maybe by another worker,
+	// must carry the headers it was first published with.
+	// default: "/arbiter/<Group>"
+	CloudEventsSource string
+	// Tracer traces each batch (package tracing has the OpenTelemetry
+	// one). default: nil (no tracing)
+	Tracer BatchTracer
 }
 
 // Hooks are optional callbacks into the batch cycle.
@@ -124,6 +133,25 @@ type Hooks struct {
 	AfterBatch func(ctx context.Context, params BatchParams)
 }
 
+// BatchTracer traces batches. StartBatch is called once a poll returned
+// records, before they are decoded; the context it returns is the one the
+// batch is processed and its outcome records produced with, and end is
+// called once the batch's transaction has ended, with the error that
+// aborted it or ended the session, if any.
+type BatchTracer interface {
+	StartBatch(ctx context.Context, batch TracedBatch) (batchCtx context.Context, end func(params BatchParams, err error))
+}
+
+// TracedBatch describes a batch to a BatchTracer.
+type TracedBatch struct {
+	// Records are the command records; read them, do not change them.
+	Records []*kgo.Record
+	// CommandsTopic and Group are the worker's.
+	CommandsTopic, Group string
+	// TransactionalID is the session's.
+	TransactionalID string
+}
+
 // BatchParams describes one batch to a hook.
 type BatchParams struct {
 	// Records is the number of command records in the batch.
@@ -137,6 +165,9 @@ type BatchParams struct {
 func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "arbiter"
+	}
+	if c.CloudEventsSource == "" {
+		c.CloudEventsSource = "/arbiter/" + c.Group
 	}
 	events.SetDefaultTopics(&c.CommandsTopic, &c.EventsTopic, &c.ConflictsTopic)
 	if c.TransactionalIDPrefix == "" {
@@ -280,6 +311,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
+		kgo.ClientID(defaultClientID),
 	}
 	opts = append(opts, w.groupObserverOpts(l.transactionalID)...)
 	opts = append(opts, w.cfg.KafkaOptions...)
@@ -409,10 +441,17 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		polled := time.Now()
 		// The batch in hand is finished even when shutdown begins.
 		batchCtx := context.WithoutCancel(ctx)
+		endTrace := func(BatchParams, error) {}
+		if w.cfg.Tracer != nil {
+			batchCtx, endTrace = w.cfg.Tracer.StartBatch(batchCtx, TracedBatch{
+				Records: records, CommandsTopic: w.cfg.CommandsTopic, Group: w.cfg.Group, TransactionalID: l.transactionalID,
+			})
+		}
 		if w.cfg.Hooks.AfterPoll != nil {
 			w.cfg.Hooks.AfterPoll(batchCtx, BatchParams{Records: len(records)})
 		}
 		if err := sess.Begin(); err != nil {
+			endTrace(BatchParams{Records: len(records)}, err)
 			return errors.Wrap(err, "begin transaction")
 		}
 		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond), produceStart: time.Now()}
@@ -445,6 +484,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		} else {
 			w.stats.Aborted.Add(1)
 		}
+		endTrace(params, errors.CombineErrors(produceErr, err))
 		if w.cfg.Hooks.AfterBatch != nil {
 			w.cfg.Hooks.AfterBatch(batchCtx, params)
 		}
@@ -559,10 +599,14 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 	}
 	outs := make([]kgo.Record, 0, total)
 	b.produceStart = time.Now()
-	headers := make([]kgo.RecordHeader, 0, 2*total)
+	// Per record at most: kind, command ID, traceparent, tracestate and
+	// the seven CloudEvents headers.
+	headers := make([]kgo.RecordHeader, 0, 11*total)
+	ceSource := []byte(w.cfg.CloudEventsSource)
 	for i, outcome := range b.outcomes {
 		key, commandID := b.outcomeIdentity(i)
-		for _, rec := range outcome.records {
+		trace := traceHeaders(records[i])
+		for k, rec := range outcome.records {
 			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
 			out := &outs[len(outs)-1]
 			kind := headerKindEvent
@@ -575,6 +619,14 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			if commandID != nil {
 				headers = append(headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: commandID})
 			}
+			headers = append(headers, trace...)
+			var ce cloudEvent
+			if outcome.cloudEvents != nil {
+				ce = outcome.cloudEvents[k]
+			} else {
+				ce = cloudEventOf(rec)
+			}
+			headers = appendCloudEventHeaders(headers, ceSource, key, ce)
 			out.Headers = headers[start:len(headers):len(headers)]
 			sess.Produce(ctx, out, promise)
 		}
@@ -641,3 +693,7 @@ func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		l.log.Debug(msg, fields...)
 	}
 }
+
+// defaultClientID names the worker's Kafka clients unless KafkaOptions name
+// them otherwise (kafkaclient.Config.ClientID).
+const defaultClientID = "arbiter-worker"

@@ -33,7 +33,11 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(brokers) == 0 {
 		return usagef("no Kafka brokers: set --brokers or ARBITER_BROKERS")
 	}
-	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	opts, err := f.kafkaOpts()
+	if err != nil {
+		return err
+	}
+	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return usagef("--brokers %q: %v", f.brokers, err)
 	}
@@ -43,7 +47,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	results, err := admin.CreateTopics(createCtx, int32(*partitions), int16(*replication), nil, f.commandsTopic, f.eventsTopic, f.conflictsTopic)
 	if err != nil {
-		return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers", f.brokers)}
+		return f.kafkaUnreachable(err)
 	}
 	var failed error
 	for _, r := range results.Sorted() {
@@ -118,8 +122,13 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := product.Register(registry); err != nil {
 		return err
 	}
+	kafkaOptions, err := f.securityOpts()
+	if err != nil {
+		return err
+	}
 	report, err := processor.Rebuild(ctx, processor.RebuildConfig{
 		Brokers: f.brokerList(), EventsTopic: f.eventsTopic, Registry: registry, Store: store, DryRun: *dryRun, Logger: log,
+		KafkaOptions: kafkaOptions,
 	})
 	if err != nil {
 		return err

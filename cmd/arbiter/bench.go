@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/internal/bench"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"go.uber.org/zap"
@@ -136,7 +137,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		_ = store
 		closeStore()
-		cfg.Target = "Kafka " + brokers + ", Redis " + redisURL
+		cfg.Target = "Kafka " + brokers + ", Redis " + redisclient.RedactURL(redisURL)
 	}
 
 	report, err := bench.Run(ctx, cfg)

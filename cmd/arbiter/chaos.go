@@ -69,7 +69,12 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}
-	history, err := verify.Read(ctx, verify.Config{Brokers: f.brokerList(), CommandsTopic: f.commandsTopic, EventsTopic: f.eventsTopic, ConflictsTopic: f.conflictsTopic})
+	kafkaOptions, err := f.securityOpts()
+	if err != nil {
+		return err
+	}
+	verifyConfig := verify.Config{Brokers: f.brokerList(), CommandsTopic: f.commandsTopic, EventsTopic: f.eventsTopic, ConflictsTopic: f.conflictsTopic, KafkaOptions: kafkaOptions}
+	history, err := verify.Read(ctx, verifyConfig)
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	report := verify.Check(history, opts)
 	if *crossCheck {
-		disagreements, err := verify.CrossCheck(ctx, verify.Config{Brokers: f.brokerList(), CommandsTopic: f.commandsTopic, EventsTopic: f.eventsTopic, ConflictsTopic: f.conflictsTopic}, history)
+		disagreements, err := verify.CrossCheck(ctx, verifyConfig, history)
 		if err != nil {
 			return err
 		}

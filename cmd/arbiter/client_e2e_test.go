@@ -35,6 +35,9 @@ type cliStack struct {
 	group     string
 	keyPrefix string
 	workers   int
+	// security are flags added to every run: TLS, SASL and Redis ACL
+	// settings of a secured stack.
+	security []string
 }
 
 func newCLIStack(t *testing.T, partitions int32) *cliStack {
@@ -82,14 +85,14 @@ func deleteKeys(t *testing.T, redisURL, prefix string) {
 
 // flags are the connection flags of every subcommand.
 func (s *cliStack) flags() []string {
-	return []string{
+	return append([]string{
 		"--brokers", strings.Join(s.brokers, ","),
 		"--redis", s.redisURL,
 		"--commands-topic", s.topics.Commands,
 		"--events-topic", s.topics.Events,
 		"--conflicts-topic", s.topics.Conflicts,
 		"--key-prefix", s.keyPrefix,
-	}
+	}, s.security...)
 }
 
 func (s *cliStack) startWorker() *testkit.Process {
@@ -121,7 +124,11 @@ func (s *cliStack) arbiter(timeout time.Duration, stdin io.Reader, args ...strin
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	argv := append(append([]string{args[0]}, s.flags()...), args[1:]...)
+	command := 1
+	if args[0] == "topics" {
+		command = 2 // topics create
+	}
+	argv := append(append(append([]string{}, args[:command]...), s.flags()...), args[command:]...)
 	cmd := exec.CommandContext(ctx, arbiterBinary, argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/kafkaclient"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -33,6 +34,8 @@ type commonFlags struct {
 	keyPrefix      string
 	logFormat      string
 	logLevel       string
+	kafka          kafkaclient.Config
+	redis          redisclient.Config
 }
 
 func envString(name, fallback string) string {
@@ -47,13 +50,6 @@ func envInt(name string, fallback int) int {
 		return v
 	}
 	return fallback
-}
-
-// envBool reads a boolean environment variable: 1, t, true … (strconv);
-// unset or unparsable is false.
-func envBool(name string) bool {
-	v, err := strconv.ParseBool(os.Getenv(name))
-	return err == nil && v
 }
 
 func envDuration(name string, fallback time.Duration) time.Duration {
@@ -72,6 +68,65 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.keyPrefix, "key-prefix", envString("ARBITER_KEY_PREFIX", "arbiter"), "prefix of every Redis key (ARBITER_KEY_PREFIX)")
 	fs.StringVar(&c.logFormat, "log-format", envString("ARBITER_LOG_FORMAT", "console"), "log format: json or console (ARBITER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", envString("ARBITER_LOG_LEVEL", "info"), "log level: debug, info, warn, error (ARBITER_LOG_LEVEL)")
+	c.registerSecurity(fs)
+}
+
+// registerSecurity registers the Kafka and Redis security flags.
+func (c *commonFlags) registerSecurity(fs *flag.FlagSet) {
+	fs.StringVar(&c.kafka.ClientID, "kafka-client-id", envString("ARBITER_KAFKA_CLIENT_ID", ""), "client ID of every Kafka client (default: arbiter-worker for the worker's, arbiter-producer for send's, arbiter for the others) (ARBITER_KAFKA_CLIENT_ID)")
+	fs.BoolVar(&c.kafka.TLS, "kafka-tls", envBool("ARBITER_KAFKA_TLS", false), "connect to Kafka with TLS (ARBITER_KAFKA_TLS)")
+	fs.StringVar(&c.kafka.TLSCAFile, "kafka-tls-ca-file", envString("ARBITER_KAFKA_TLS_CA_FILE", ""), "PEM file of the CAs of the brokers' certificates; implies --kafka-tls (ARBITER_KAFKA_TLS_CA_FILE)")
+	fs.StringVar(&c.kafka.TLSCertFile, "kafka-tls-cert-file", envString("ARBITER_KAFKA_TLS_CERT_FILE", ""), "PEM client certificate for Kafka mTLS (ARBITER_KAFKA_TLS_CERT_FILE)")
+	fs.StringVar(&c.kafka.TLSKeyFile, "kafka-tls-key-file", envString("ARBITER_KAFKA_TLS_KEY_FILE", ""), "PEM client key for Kafka mTLS (ARBITER_KAFKA_TLS_KEY_FILE)")
+	fs.StringVar(&c.kafka.TLSServerName, "kafka-tls-server-name", envString("ARBITER_KAFKA_TLS_SERVER_NAME", ""), "name the brokers' certificates are checked against (default: the host dialled) (ARBITER_KAFKA_TLS_SERVER_NAME)")
+	fs.StringVar(&c.kafka.SASLMechanism, "kafka-sasl-mechanism", envString("ARBITER_KAFKA_SASL_MECHANISM", ""), "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (ARBITER_KAFKA_SASL_MECHANISM)")
+	fs.StringVar(&c.kafka.SASLUsername, "kafka-sasl-username", envString("ARBITER_KAFKA_SASL_USERNAME", ""), "SASL user of PLAIN and SCRAM (ARBITER_KAFKA_SASL_USERNAME)")
+	// No flag for the password itself: flags show in process listings.
+	c.kafka.SASLPassword = os.Getenv("ARBITER_KAFKA_SASL_PASSWORD")
+	fs.StringVar(&c.kafka.SASLPasswordFile, "kafka-sasl-password-file", envString("ARBITER_KAFKA_SASL_PASSWORD_FILE", ""), "file holding the SASL password, read at each login (ARBITER_KAFKA_SASL_PASSWORD_FILE; or the password itself in ARBITER_KAFKA_SASL_PASSWORD)")
+	fs.StringVar(&c.kafka.SASLOAuthTokenFile, "kafka-sasl-oauth-token-file", envString("ARBITER_KAFKA_SASL_OAUTH_TOKEN_FILE", ""), "file holding the OAUTHBEARER token, read at each login (ARBITER_KAFKA_SASL_OAUTH_TOKEN_FILE)")
+	fs.StringVar(&c.redis.Username, "redis-username", envString("ARBITER_REDIS_USERNAME", ""), "Redis ACL user (default: the URL's, else 'default') (ARBITER_REDIS_USERNAME)")
+	c.redis.Password = os.Getenv("ARBITER_REDIS_PASSWORD")
+	fs.StringVar(&c.redis.PasswordFile, "redis-password-file", envString("ARBITER_REDIS_PASSWORD_FILE", ""), "file holding the Redis password (ARBITER_REDIS_PASSWORD_FILE; or the password itself in ARBITER_REDIS_PASSWORD)")
+	fs.StringVar(&c.redis.TLSCAFile, "redis-tls-ca-file", envString("ARBITER_REDIS_TLS_CA_FILE", ""), "PEM file of the CAs of Redis's certificate; implies TLS (ARBITER_REDIS_TLS_CA_FILE)")
+	fs.StringVar(&c.redis.TLSCertFile, "redis-tls-cert-file", envString("ARBITER_REDIS_TLS_CERT_FILE", ""), "PEM client certificate for Redis (ARBITER_REDIS_TLS_CERT_FILE)")
+	fs.StringVar(&c.redis.TLSKeyFile, "redis-tls-key-file", envString("ARBITER_REDIS_TLS_KEY_FILE", ""), "PEM client key for Redis (ARBITER_REDIS_TLS_KEY_FILE)")
+}
+
+func envBool(name string, fallback bool) bool {
+	if v, err := strconv.ParseBool(os.Getenv(name)); err == nil {
+		return v
+	}
+	return fallback
+}
+
+// kafkaOpts returns the options of every Kafka client: the seed brokers,
+// the client ID, TLS and SASL.
+func (c *commonFlags) kafkaOpts() ([]kgo.Opt, error) {
+	opts, err := c.kafka.Opts()
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return append([]kgo.Opt{kgo.SeedBrokers(c.brokerList()...), kgo.ClientID("arbiter")}, opts...), nil
+}
+
+// securityOpts returns the client ID, TLS and SASL options, for the SDK's
+// KafkaOptions fields (which take the brokers separately).
+func (c *commonFlags) securityOpts() ([]kgo.Opt, error) {
+	opts, err := c.kafka.Opts()
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return opts, nil
+}
+
+// kafkaUnreachable explains an error of a Kafka client: a refused login names
+// the SASL mechanism, anything else says to check the brokers.
+func (c *commonFlags) kafkaUnreachable(err error) error {
+	if described := c.kafka.Describe(err); errors.Is(described, kafkaclient.ErrAuthentication) || errors.Is(described, kafkaclient.ErrTLSVerification) {
+		return &unreachableError{err: errors.Wrapf(described, "kafka at %s", c.brokers)}
+	}
+	return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers / ARBITER_BROKERS (and --kafka-tls and the SASL settings if its listener is secured)", c.brokers)}
 }
 
 func (c *commonFlags) brokerList() []string {
@@ -123,16 +178,20 @@ func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Opt
 	if c.redisURL == "" {
 		return nil, nil, usagef("no Redis: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
 	}
-	opts, err := redis.ParseURL(c.redisURL)
+	redisConfig := c.redis
+	redisConfig.URL = c.redisURL
+	client, err := redisConfig.NewClient()
 	if err != nil {
-		return nil, nil, usagef("--redis %q is not a redis:// URL: %v", c.redisURL, err)
+		return nil, nil, usagef("--redis: %v", err)
 	}
-	client := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := client.Ping(pingCtx).Err(); err != nil {
 		_ = client.Close()
-		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL and that redis-server runs", opts.Addr)}
+		if message := err.Error(); strings.HasPrefix(message, "WRONGPASS") || strings.HasPrefix(message, "NOPERM") || strings.HasPrefix(message, "NOAUTH") {
+			return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s refused the login; check the user and password (--redis-username, --redis-password-file / ARBITER_REDIS_PASSWORD) and the user's ACL", redisConfig.Addr())}
+		}
+		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL, the TLS settings, and that redis-server runs", redisConfig.Addr())}
 	}
 	storeOpts.KeyPrefix = c.keyPrefix
 	store := versionstore.New(client, storeOpts)
@@ -145,7 +204,11 @@ func (c *commonFlags) checkTopics(ctx context.Context, topics ...string) error {
 	if len(brokers) == 0 {
 		return usagef("no Kafka brokers: set --brokers or ARBITER_BROKERS (e.g. 127.0.0.1:9092)")
 	}
-	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	opts, err := c.kafkaOpts()
+	if err != nil {
+		return err
+	}
+	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return usagef("--brokers %q: %v", c.brokers, err)
 	}
@@ -154,7 +217,7 @@ func (c *commonFlags) checkTopics(ctx context.Context, topics ...string) error {
 	defer cancel()
 	details, err := kadm.NewClient(client).ListTopics(metaCtx, topics...)
 	if err != nil {
-		return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers / ARBITER_BROKERS", c.brokers)}
+		return c.kafkaUnreachable(err)
 	}
 	var missing []string
 	for _, topic := range topics {

@@ -112,8 +112,13 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	kafkaOptions, err := f.securityOpts()
+	if err != nil {
+		return err
+	}
 	producer, err := commands.NewProducer(ctx, commands.ProducerConfig{
 		Brokers:         f.brokerList(),
+		KafkaOptions:    kafkaOptions,
 		CommandsTopic:   f.commandsTopic,
 		EventsTopic:     f.eventsTopic,
 		ConflictsTopic:  f.conflictsTopic,
@@ -122,7 +127,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Logger:          log,
 	})
 	if err != nil {
-		return &unreachableError{err: errors.Wrapf(err, "start the producer; check --brokers / ARBITER_BROKERS")}
+		return f.kafkaUnreachable(errors.Wrap(err, "start the producer"))
 	}
 	defer producer.Close()
 

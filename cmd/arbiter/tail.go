@@ -60,14 +60,17 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := f.checkTopics(ctx, topic); err != nil {
 		return err
 	}
-	client, err := kgo.NewClient(
-		kgo.SeedBrokers(f.brokerList()...),
+	opts, err := f.kafkaOpts()
+	if err != nil {
+		return err
+	}
+	client, err := kgo.NewClient(append(opts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records tell where a partition ends when a transaction
 		// marker is its last record.
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(500*time.Millisecond),
-	)
+	)...)
 	if err != nil {
 		return usagef("--brokers %q: %v", f.brokers, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/metrics"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/tracing"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"go.uber.org/zap"
@@ -72,7 +73,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		httpAddr = value // empty turns the listener off
 	}
 	fs.StringVar(&f.httpAddr, "http-addr", httpAddr, "listen address of /metrics, /healthz and /readyz; empty turns the listener off (ARBITER_HTTP_ADDR)")
-	fs.BoolVar(&f.pprof, "pprof", envBool("ARBITER_PPROF"), "also serve /debug/pprof/ on --http-addr (ARBITER_PPROF)")
+	fs.BoolVar(&f.pprof, "pprof", envBool("ARBITER_PPROF", false), "also serve /debug/pprof/ on --http-addr (ARBITER_PPROF)")
 	fs.DurationVar(&f.stuckAfter, "stuck-after", envDuration("ARBITER_STUCK_AFTER", time.Minute), "how long a partition's batches fail without a commit before it counts as stuck (not ready) (ARBITER_STUCK_AFTER)")
 	fs.IntVar(&f.partitions, "partitions", envInt("ARBITER_PARTITIONS", 12), "partitions of the topics the embedded Kafka creates")
 	if err := parse(fs, args, stderr); err != nil {
@@ -134,8 +135,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer closeStore()
 
+	kafkaOptions, err := f.securityOpts()
+	if err != nil {
+		return err
+	}
 	cfg := processor.Config{
 		Brokers:               f.brokerList(),
+		KafkaOptions:          kafkaOptions,
 		Group:                 f.group,
 		CommandsTopic:         f.commandsTopic,
 		EventsTopic:           f.eventsTopic,
@@ -153,6 +159,23 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Logger:                log,
 	}
 	cfg.MaxCommandOutcomeBytes = f.maxCommandBytes
+	// With OTEL_EXPORTER_OTLP_ENDPOINT set, batches and Kafka calls are
+	// traced and exported; otherwise tracing is off.
+	tracer, stopTracing, err := tracing.FromEnv(ctx, "arbiter-worker")
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("flush the last spans", zap.Error(err))
+		}
+	}()
+	if tracer != nil {
+		cfg.Tracer = tracer
+		cfg.KafkaOptions = append(cfg.KafkaOptions, tracer.KafkaOptions()...)
+	}
 	if err := testHooks(&cfg, log); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -140,7 +141,7 @@ func (c *Config) setDefaults() {
 		c.RunTimeout = 10 * time.Minute
 	}
 	if c.Target == "" {
-		c.Target = fmt.Sprintf("Kafka %v, Redis %s", c.Brokers, c.RedisURL)
+		c.Target = fmt.Sprintf("Kafka %v, Redis %s", c.Brokers, redisclient.RedactURL(c.RedisURL))
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -210,9 +211,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := redis.ParseURL(cfg.RedisURL)
+	redisOptions, err := redisclient.Config{URL: cfg.RedisURL}.Options()
 	if err != nil {
-		return nil, errors.Wrapf(err, "parse the Redis URL %q", cfg.RedisURL)
+		return nil, err
 	}
 	rdb := redis.NewClient(redisOptions)
 	defer rdb.Close()

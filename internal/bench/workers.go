@@ -17,6 +17,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -85,9 +86,9 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 	if err := product.Register(registry); err != nil {
 		return nil, errors.Wrap(err, "register the Product handlers")
 	}
-	options, err := redis.ParseURL(spec.redisURL)
+	options, err := redisclient.Config{URL: spec.redisURL}.Options()
 	if err != nil {
-		return nil, errors.Wrapf(err, "parse the Redis URL %q", spec.redisURL)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &inProcessWorkers{cancel: cancel}

@@ -28,6 +28,11 @@ type RedisServerOptions struct {
 	// Dir is the server's working directory, where the AOF lives.
 	// default: a new t.TempDir()
 	Dir string
+	// TLS, when set, adds a TLS port (see TLSURL) with a certificate TLS
+	// signs, which accepts only clients presenting a certificate TLS signs
+	// too. The plain port stays, for the test's own administration.
+	// default: nil (no TLS port)
+	TLS *CA
 }
 
 // RedisServer is a redis-server process of one test, started by
@@ -38,6 +43,8 @@ type RedisServer struct {
 	t       testing.TB
 	options RedisServerOptions
 	port    int
+	tlsPort int
+	tlsCert Certificate
 	logPath string
 
 	cmd    *exec.Cmd
@@ -72,6 +79,12 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 		port:    port,
 		logPath: filepath.Join(t.TempDir(), "redis.log"),
 	}
+	if options.TLS != nil {
+		if server.tlsPort, err = freePort(); err != nil {
+			t.Fatalf("find a free port for redis-server's TLS: %v", err)
+		}
+		server.tlsCert = options.TLS.Issue("redis")
+	}
 	t.Cleanup(func() {
 		if err := server.stop(); err != nil {
 			t.Errorf("stop redis-server on port %d: %v", server.port, err)
@@ -103,6 +116,15 @@ func (s *RedisServer) Addr() string {
 // across Restart.
 func (s *RedisServer) URL() string {
 	return "redis://" + s.Addr() + "/0"
+}
+
+// TLSURL returns the rediss:// URL of the server's TLS port, database 0;
+// empty without RedisServerOptions.TLS.
+func (s *RedisServer) TLSURL() string {
+	if s.tlsPort == 0 {
+		return ""
+	}
+	return "rediss://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort)) + "/0"
 }
 
 // Client returns a client of the server, closed when the test ends. It
@@ -150,7 +172,7 @@ func (s *RedisServer) start() error {
 	// The child gets its own copy of the descriptor.
 	defer logFile.Close()
 
-	cmd := exec.Command("redis-server",
+	args := []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(s.port),
 		"--dir", s.options.Dir,
@@ -159,7 +181,17 @@ func (s *RedisServer) start() error {
 		"--appendfsync", "always",
 		"--daemonize", "no",
 		"--logfile", "",
-	)
+	}
+	if s.tlsPort != 0 {
+		args = append(args,
+			"--tls-port", strconv.Itoa(s.tlsPort),
+			"--tls-cert-file", s.tlsCert.CertFile,
+			"--tls-key-file", s.tlsCert.KeyFile,
+			"--tls-ca-cert-file", s.options.TLS.CertFile,
+			"--tls-auth-clients", "yes",
+		)
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
