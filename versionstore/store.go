@@ -13,6 +13,9 @@
 //	<prefix>:{<aggregateId>}:d:<bucket> hash: command ID -> its decision (a few bytes), for the
 //	                                    commands decided in one DedupeTTL-long time bucket;
 //	                                    expires at the end of the next bucket
+//	<prefix>:{<aggregateId>}:e          list: the aggregate's last events (version, type, small
+//	                                    payload), at most RecentEvents, for version conflicts'
+//	                                    eventsSince and rebases
 //	<prefix>:{<aggregateId>}:c:<cmdId>  string: the decided outcome's records, for replays (OutcomeTTL;
 //	                                    deleted once the outcome's Kafka transaction committed)
 //	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
@@ -57,6 +60,19 @@ type Options struct {
 	// record with the same command ID is recognised as a duplicate.
 	// default: 24h
 	DedupeTTL time.Duration
+	// RecentEvents is how many of each aggregate's last events the
+	// compare-and-set keeps in a list beside the version, for the
+	// eventsSince of version conflicts and for rebases; negative keeps
+	// none. Each entry holds the version, the type and the payload when it
+	// is at most RecentPayloadBytes, so the list of one aggregate costs at
+	// most RecentEvents × (RecentPayloadBytes + type length + about 12)
+	// bytes plus Redis's overhead for a list (README, "Redis key layout",
+	// has the measured figures). default: 20
+	RecentEvents int
+	// RecentPayloadBytes is the largest event payload kept in the
+	// recent-events list; a larger one is kept as "left out".
+	// default: 128
+	RecentPayloadBytes int
 }
 
 func (o *Options) setDefaults() {
@@ -68,6 +84,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.DedupeTTL <= 0 {
 		o.DedupeTTL = 24 * time.Hour
+	}
+	switch {
+	case o.RecentEvents == 0:
+		o.RecentEvents = DefaultRecentEvents
+	case o.RecentEvents < 0:
+		o.RecentEvents = 0
+	}
+	if o.RecentPayloadBytes <= 0 {
+		o.RecentPayloadBytes = DefaultRecentPayloadBytes
 	}
 }
 
@@ -445,6 +470,9 @@ func (s *Store) Put(ctx context.Context, aggregates []Aggregate) error {
 	pipe := s.client.Pipeline()
 	for _, a := range aggregates {
 		pipe.HSet(ctx, s.aggregateKey(a.ID), "v", strconv.FormatInt(a.Version, 10), "t", a.Type, "s", a.State)
+		// The list may not match the rewritten version; without it a
+		// stale command is an ordinary conflict until new events come.
+		pipe.Unlink(ctx, s.recentKey(a.ID))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return errors.Wrapf(err, "write %d aggregate versions", len(aggregates))
