@@ -30,9 +30,7 @@ import (
 // ARGV[6+3i-1] its encoded decision
 // ARGV[6+3i]   its encoded outcome
 // ARGV[7+3n]   how many entries the recent-events list keeps
-// ARGV[8+3n..] the encoded recent-events entries of the applied events, in
-//
-//	version order (only when the version advances)
+// ARGV[8+3n..] the applied events' encoded recent-events entries, in order
 //
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
 // moved, {2, i} when the i-th command was already decided, and {3, 0} when the
