@@ -39,6 +39,9 @@ type batch struct {
 	outcomes []decided
 	changes  []versionstore.Change
 	now      time.Time
+	// recent holds the recent-events lists of the aggregates recentNeeded
+	// named.
+	recent map[string][]versionstore.RecentEvent
 }
 
 // aggregateRun is the running state of one aggregate while a batch is
@@ -54,6 +57,10 @@ type aggregateRun struct {
 	stateDirty  bool
 	decided     map[string]versionstore.Decision
 	outcomes    []versionstore.Outcome
+	// recent is the aggregate's recent-events list as loaded (when a
+	// command needed it); applied are the events of this batch.
+	recent  []versionstore.RecentEvent
+	applied []versionstore.RecentEvent
 }
 
 // decider turns a batch of command records into outcomes and Redis changes.
@@ -61,6 +68,11 @@ type decider struct {
 	registry       *Registry
 	maxRecordBytes int
 	maxEventBytes  int
+	// eventsSinceLimit bounds a version conflict's eventsSince, and
+	// recentPayloadBytes the payloads in it: the store's RecentEvents and
+	// RecentPayloadBytes.
+	eventsSinceLimit   int
+	recentPayloadBytes int
 }
 
 // decode decodes every record; invalid ones are answered at once.
@@ -144,7 +156,7 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 	errs := make([]error, len(order))
 	parallel(len(order), func(j int) {
 		aggregateID := order[j]
-		run := &aggregateRun{loaded: aggregates[aggregateID]}
+		run := &aggregateRun{loaded: aggregates[aggregateID], recent: b.recent[aggregateID]}
 		run.version = run.loaded.Version
 		run.typeName = run.loaded.Type
 		for _, i := range byAggregate[aggregateID] {
@@ -178,6 +190,7 @@ func (d *decider) decide(ctx context.Context, b *batch, aggregates map[string]ve
 			Type:        run.typeName,
 			State:       run.loaded.State,
 			Outcomes:    run.outcomes,
+			Events:      run.applied,
 		}
 		if run.stateDirty {
 			snapshot, err := run.codec.encodeState(run.state)
@@ -282,9 +295,16 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		return out
 	}
 
+	var rebasedFrom *int64
+	if cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version {
+		var conflict events.Conflict
+		if rebasedFrom, conflict = d.stale(ctx, h, cmd, run); rebasedFrom == nil {
+			out := d.conflict(b, i, conflict)
+			run.record(b, i, versionstore.Outcome{Reason: string(conflict.Reason), Version: run.version, Records: out.records})
+			return out, nil
+		}
+	}
 	switch {
-	case cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version:
-		return reject(events.ReasonVersionConflict, fmt.Sprintf("expected version %d, but found %d", cmd.ExpectedVersion, run.version)), nil
 	case cmd.ExpectedVersion < 0 && !h.relaxedVersions:
 		return reject(events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion)), nil
 	case cmd.ExpectedVersion == commands.MustExist && run.version == 0:
@@ -325,6 +345,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	}
 
 	records := make([]versionstore.OutcomeRecord, len(drafts))
+	appliedEvents := make([]versionstore.RecentEvent, 0, len(drafts))
 	version := run.version
 	state = run.state
 	aggregateType := run.typeName
@@ -344,6 +365,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			Type:          draft.Type,
 			Version:       version,
 			CommandID:     cmd.ID,
+			RebasedFrom:   rebasedFrom,
 			Payload:       payload,
 			Metadata:      cmd.Metadata,
 			Timestamp:     b.now,
@@ -365,7 +387,9 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			}
 		}
 		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+		appliedEvents = append(appliedEvents, versionstore.RecentEvent{Version: version, Type: draft.Type, Payload: payload})
 	}
+	run.applied = append(run.applied, appliedEvents...)
 	run.version = version
 	if codec != nil {
 		run.state, run.stateDirty = state, true

@@ -220,6 +220,9 @@ func New(cfg Config) (*Worker, error) {
 			registry:       cfg.Registry,
 			maxRecordBytes: cfg.MaxRecordBytes,
 			maxEventBytes:  cfg.MaxEventBytes,
+			// A version conflict lists at most what the store keeps.
+			eventsSinceLimit:   max(cfg.Store.Options().RecentEvents, 1),
+			recentPayloadBytes: cfg.Store.Options().RecentPayloadBytes,
 		},
 	}, nil
 }
@@ -452,6 +455,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			if err != nil {
 				return params, errors.Wrapf(err, "load %d recorded outcomes to replay", len(replayRefs))
 			}
+		}
+		if err := w.loadRecent(ctx, b, aggregates); err != nil {
+			return params, err
 		}
 		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 			return params, err

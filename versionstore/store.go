@@ -117,6 +117,9 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	return &Store{client: client, opts: opts, cluster: cluster, now: time.Now}
 }
 
+// Options returns the store's options, defaults applied.
+func (s *Store) Options() Options { return s.opts }
+
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
