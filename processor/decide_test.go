@@ -81,10 +81,10 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	return &harness{
-		t:       t,
+		t: t,
 		decider: &decider{registry: testRegistry(t), maxRecordBytes: 1 << 20, maxEventBytes: 1 << 16,
 			eventsSinceLimit: store.Options().RecentEvents, recentPayloadBytes: store.Options().RecentPayloadBytes},
-		store:   store,
+		store: store,
 	}
 }
 
