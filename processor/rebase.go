@@ -248,3 +248,35 @@ func (w *Worker) loadRecent(ctx context.Context, b *batch, aggregates map[string
 	b.recent = recent
 	return nil
 }
+
+// Advance brings an aggregate, as read at some version, forward by the
+// events a version conflict listed since that version, with the registered
+// aggregate type's Evolve: commands.RetryPolicy.Advance, so that a retry
+// decides again without reading the aggregate. It returns false when it
+// cannot: an untyped or unregistered aggregate, events that do not follow
+// the aggregate's version one by one, a payload left out, or an Evolve
+// error.
+func (r *Registry) Advance(aggregate versionstore.Aggregate, eventsSince []events.EventSummary) (versionstore.Aggregate, bool) {
+	if _, ok := r.aggregates[aggregate.Type]; !ok {
+		return aggregate, false
+	}
+	for _, summary := range eventsSince {
+		if summary.Version != aggregate.Version+1 || summary.PayloadOmitted {
+			return aggregate, false
+		}
+		event := events.Event{
+			ID:            summary.ID,
+			AggregateID:   aggregate.ID,
+			AggregateType: aggregate.Type,
+			Type:          summary.Type,
+			Version:       summary.Version,
+			Payload:       summary.Payload,
+		}
+		state, err := r.Evolve(aggregate.Type, aggregate.State, event)
+		if err != nil {
+			return aggregate, false
+		}
+		aggregate.State, aggregate.Version = state, summary.Version
+	}
+	return aggregate, true
+}
