@@ -35,8 +35,8 @@ type ContentionConfig struct {
 	// Aggregates is the number of hot aggregates. default: 4
 	Aggregates int
 	// Clients is the number of concurrent clients, spread evenly over the
-	// aggregates; even ones change the price, odd ones raise the stock.
-	// default: 16
+	// aggregates in pairs: of each pair, one changes the price and one
+	// raises the stock. default: 16
 	Clients int
 	// Duration is how long each mode sends. default: 10s
 	Duration time.Duration
@@ -205,7 +205,7 @@ func runContentionMode(ctx context.Context, cfg ContentionConfig, admin *kadm.Cl
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(client)))
 			var local ContentionMode
-			err := contentionClient(sendCtx, producer, store, ids[client%len(ids)], client%2 == 0, rng, &local)
+			err := contentionClient(sendCtx, producer, store, ids[(client/2)%len(ids)], client%2 == 0, rng, &local)
 			mu.Lock()
 			defer mu.Unlock()
 			mode.Sent += local.Sent
