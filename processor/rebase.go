@@ -230,6 +230,15 @@ func (d *decider) summary(aggregateID string, e versionstore.RecentEvent) events
 	return s
 }
 
+// eventsSinceLimit bounds a version conflict's eventsSince: what the store
+// keeps, or, when it keeps none, as many of the batch's own events.
+func eventsSinceLimit(opts versionstore.Options) int {
+	if opts.RecentEvents > 0 {
+		return opts.RecentEvents
+	}
+	return versionstore.DefaultRecentEvents
+}
+
 // loadRecent loads, in one more round trip, the recent-events lists of the
 // aggregates that stale commands of the batch need: only batches with such
 // commands pay for it.

@@ -220,8 +220,7 @@ func New(cfg Config) (*Worker, error) {
 			registry:       cfg.Registry,
 			maxRecordBytes: cfg.MaxRecordBytes,
 			maxEventBytes:  cfg.MaxEventBytes,
-			// A version conflict lists at most what the store keeps.
-			eventsSinceLimit:   max(cfg.Store.Options().RecentEvents, 1),
+			eventsSinceLimit:   eventsSinceLimit(cfg.Store.Options()),
 			recentPayloadBytes: cfg.Store.Options().RecentPayloadBytes,
 		},
 	}, nil
