@@ -15,6 +15,10 @@ const (
 	// DefaultRecentEvents is how many of an aggregate's last events are
 	// kept for version conflicts and rebases.
 	DefaultRecentEvents = 20
+	// MaxRecentEvents bounds Options.RecentEvents: the commit script
+	// passes the entries to one RPUSH, and Lua's stack takes a few
+	// thousand arguments at most.
+	MaxRecentEvents = 1000
 	// DefaultRecentPayloadBytes is the largest event payload kept in the
 	// list; a larger one is marked as left out.
 	DefaultRecentPayloadBytes = 128

@@ -66,8 +66,8 @@ type Options struct {
 	// none. Each entry holds the version, the type and the payload when it
 	// is at most RecentPayloadBytes, so the list of one aggregate costs at
 	// most RecentEvents × (RecentPayloadBytes + type length + about 12)
-	// bytes plus Redis's overhead for a list (README, "Redis key layout",
-	// has the measured figures). default: 20
+	// bytes plus Redis's overhead for a list (BENCHMARKS.md has the
+	// measured figures). At most MaxRecentEvents. default: 20
 	RecentEvents int
 	// RecentPayloadBytes is the largest event payload kept in the
 	// recent-events list; a larger one is kept as "left out".
@@ -90,6 +90,8 @@ func (o *Options) setDefaults() {
 		o.RecentEvents = DefaultRecentEvents
 	case o.RecentEvents < 0:
 		o.RecentEvents = 0
+	case o.RecentEvents > MaxRecentEvents:
+		o.RecentEvents = MaxRecentEvents
 	}
 	if o.RecentPayloadBytes <= 0 {
 		o.RecentPayloadBytes = DefaultRecentPayloadBytes
