@@ -65,9 +65,10 @@ type Options struct {
 	// eventsSince of version conflicts and for rebases; negative keeps
 	// none. Each entry holds the version, the type and the payload when it
 	// is at most RecentPayloadBytes, so the list of one aggregate costs at
-	// most RecentEvents × (RecentPayloadBytes + type length + about 12)
-	// bytes plus Redis's overhead for a list (BENCHMARKS.md has the
-	// measured figures). At most MaxRecentEvents. default: 20
+	// most RecentEvents × (RecentPayloadBytes + type length + 16) bytes
+	// plus 256 for the list itself, by Redis's MEMORY USAGE
+	// (TestRedisRecentEventsMemory checks it; BENCHMARKS.md has the
+	// figures). At most MaxRecentEvents. default: 20
 	RecentEvents int
 	// RecentPayloadBytes is the largest event payload kept in the
 	// recent-events list; a larger one is kept as "left out".
