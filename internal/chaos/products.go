@@ -77,7 +77,12 @@ func (w *productWorkload) command(rng *mathrand.Rand, a int, n int, staleShare f
 		w.types[a] = append(types, eventType)
 		return cmd
 	}
+	// Half of them a step or three behind, as a sender racing another
+	// would be; half anywhere back, many past what the worker keeps.
 	cmd.ExpectedVersion = rng.Int63n(version)
+	if rng.Intn(2) == 0 {
+		cmd.ExpectedVersion = version - 1 - rng.Int63n(min(version, 3))
+	}
 	if rng.Intn(2) == 0 {
 		return cmd // strict: a version conflict
 	}
