@@ -217,9 +217,9 @@ func New(cfg Config) (*Worker, error) {
 		cfg: cfg,
 		log: cfg.Logger,
 		decider: &decider{
-			registry:       cfg.Registry,
-			maxRecordBytes: cfg.MaxRecordBytes,
-			maxEventBytes:  cfg.MaxEventBytes,
+			registry:           cfg.Registry,
+			maxRecordBytes:     cfg.MaxRecordBytes,
+			maxEventBytes:      cfg.MaxEventBytes,
 			eventsSinceLimit:   eventsSinceLimit(cfg.Store.Options()),
 			recentPayloadBytes: cfg.Store.Options().RecentPayloadBytes,
 		},
