@@ -26,6 +26,21 @@ const (
 	MustExist int64 = -2
 )
 
+// OnConflict values: what a worker does with a command that arrives stale,
+// its expectedVersion N >= 0 below the aggregate's version.
+const (
+	// OnConflictStrict (the default, also written as an absent field)
+	// answers a stale command with a version_conflict.
+	OnConflictStrict = "strict"
+	// OnConflictRebase decides a stale command again on the aggregate's
+	// current state when none of the events written since its
+	// expectedVersion is of a type its handler declared that its decision
+	// depends on (or its handler's resolver accepts them); its events then
+	// carry rebasedFrom. Otherwise it is a version_conflict. A handler that
+	// declared nothing never rebases.
+	OnConflictRebase = "rebase"
+)
+
 // Limits on identifiers. They keep Redis keys and records bounded.
 const (
 	// MaxIDLength is the longest command ID, aggregate ID or command type
@@ -52,6 +67,9 @@ type Command struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// Metadata is carried over to the resulting events.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// OnConflict is "" or OnConflictStrict (the default), or
+	// OnConflictRebase to opt in to being decided again when stale.
+	OnConflict string `json:"onConflict,omitempty"`
 }
 
 // wireCommand detects a missing expectedVersion, which a plain int64 cannot.
@@ -62,6 +80,7 @@ type wireCommand struct {
 	ExpectedVersion json.RawMessage   `json:"expectedVersion"`
 	Payload         json.RawMessage   `json:"payload"`
 	Metadata        map[string]string `json:"metadata"`
+	OnConflict      string            `json:"onConflict"`
 }
 
 // ErrInvalid marks a command record that cannot be processed: undecodable,
@@ -135,6 +154,7 @@ func Decode(key, value []byte, maxBytes int) (Command, error) {
 		Type:        wire.Type,
 		Payload:     wire.Payload,
 		Metadata:    wire.Metadata,
+		OnConflict:  wire.OnConflict,
 	}
 	if err := cmd.validateFields(); err != nil {
 		return invalid(cmd, "%s", err.Error())
@@ -223,6 +243,11 @@ func (c Command) validateFields() error {
 	check("id", c.ID)
 	check("aggregateId", c.AggregateID)
 	check("type", c.Type)
+	switch c.OnConflict {
+	case "", OnConflictStrict, OnConflictRebase:
+	default:
+		problems = append(problems, fmt.Sprintf("onConflict %q is not valid: use %q or %q", c.OnConflict, OnConflictStrict, OnConflictRebase))
+	}
 	if len(problems) == 0 {
 		return nil
 	}
@@ -239,6 +264,10 @@ func joinWords(words []string) string {
 	}
 	return b.String()
 }
+
+// Rebase reports whether the command opted in to being decided again when
+// it arrives stale (OnConflictRebase).
+func (c Command) Rebase() bool { return c.OnConflict == OnConflictRebase }
 
 // Encode returns the command's JSON record value.
 func (c Command) Encode() ([]byte, error) {

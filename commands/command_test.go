@@ -33,6 +33,10 @@ func TestDecodeInvalid(t *testing.T) {
 		loose bool
 	}{
 		{
+			name: "unknown onConflict", key: "a", value: `{"id":"c","aggregateId":"a","type":"T","expectedVersion":1,"onConflict":"merge"}`,
+			wantCommandID: "c", wantAggregateID: "a", wantReason: `onConflict "merge" is not valid`,
+		},
+		{
 			name: "not JSON", key: "prod-123", value: `price=22`,
 			wantAggregateID: "prod-123", wantReason: "not a JSON command object",
 		},
@@ -243,6 +247,14 @@ func TestDecodeValid(t *testing.T) {
 			},
 		},
 		{
+			name: "rebase", key: "a", value: `{"id":"c","aggregateId":"a","type":"T","expectedVersion":5,"onConflict":"rebase"}`,
+			want: Command{ID: "c", AggregateID: "a", Type: "T", ExpectedVersion: 5, OnConflict: OnConflictRebase},
+		},
+		{
+			name: "strict", key: "a", value: `{"id":"c","aggregateId":"a","type":"T","expectedVersion":5,"onConflict":"strict"}`,
+			want: Command{ID: "c", AggregateID: "a", Type: "T", ExpectedVersion: 5, OnConflict: OnConflictStrict},
+		},
+		{
 			name: "new aggregate", key: "prod-9", value: `{"id":"c-0","aggregateId":"prod-9","type":"CreateProduct","expectedVersion":0}`,
 			want: Command{ID: "c-0", AggregateID: "prod-9", Type: "CreateProduct", ExpectedVersion: 0},
 		},
@@ -347,6 +359,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "valid", cmd: valid},
 		{name: "new aggregate", cmd: with(func(c *Command) { c.ExpectedVersion = 0 })},
+		{name: "rebase", cmd: with(func(c *Command) { c.OnConflict = OnConflictRebase })},
+		{name: "unknown onConflict", cmd: with(func(c *Command) { c.OnConflict = "Rebase" }), wantErr: `onConflict "Rebase" is not valid`},
 		{name: "any version", cmd: with(func(c *Command) { c.ExpectedVersion = AnyVersion })},
 		{name: "must exist", cmd: with(func(c *Command) { c.ExpectedVersion = MustExist })},
 		{name: "largest version", cmd: with(func(c *Command) { c.ExpectedVersion = math.MaxInt64 })},

@@ -59,6 +59,9 @@ func decodeWireFast(value []byte) (wire wireCommand, ok bool) {
 		case "metadata":
 			bit = 32
 			wire.Metadata, ok = p.metadata()
+		case "onConflict":
+			bit = 64
+			wire.OnConflict, ok = p.stringValue()
 		default:
 			return wire, false
 		}

@@ -19,6 +19,8 @@ func TestDecodeWireFastTakesTheCommonShape(t *testing.T) {
 		{"every field", changePrice, true},
 		{"spaces everywhere", " {\n \"id\" : \"c\" ,\t\"aggregateId\":\"a\", \"type\":\"T\",\"expectedVersion\" : -2 , \"payload\" : { \"x\" : [1, \"}\" , null] } ,\"metadata\":{ \"u\" : \"v\" } } \n", true},
 		{"empty object", `{}`, true},
+		{"onConflict", `{"id":"c","aggregateId":"a","type":"T","expectedVersion":3,"onConflict":"rebase"}`, true},
+		{"duplicate onConflict", `{"id":"c","aggregateId":"a","type":"T","expectedVersion":3,"onConflict":"rebase","onConflict":"strict"}`, false},
 		{"payload null", `{"id":"c","aggregateId":"a","type":"T","expectedVersion":0,"payload":null}`, true},
 		{"payload string", `{"id":"c","aggregateId":"a","type":"T","expectedVersion":0,"payload":"s\"}"}`, true},
 		{"escaped id", `{"id":"c\u0031","aggregateId":"a","type":"T","expectedVersion":0}`, false},
@@ -70,6 +72,7 @@ func checkFastAgrees(t *testing.T, value []byte) {
 func FuzzDecodeFast(f *testing.F) {
 	f.Add([]byte(changePrice))
 	f.Add([]byte(`{"id":"c","aggregateId":"a","type":"T","expectedVersion":-2,"payload":null,"metadata":{}}`))
+	f.Add([]byte(`{"id":"c","aggregateId":"a","type":"T","expectedVersion":5,"onConflict":"rebase"}`))
 	f.Add([]byte(`{"id":"c","aggregateId":"a","type":"T","expectedVersion":7,"payload":[1,{"a":"\"}"}],"metadata":{"k":"v","l":""}}`))
 	// The seeds of FuzzDecode, whatever their key.
 	seeds, _ := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzDecode", "*"))

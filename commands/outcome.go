@@ -66,6 +66,12 @@ type ConflictError struct {
 	// Duplicate is set when this send was a resend of a command ID whose
 	// original was decided with Reason.
 	Duplicate bool
+	// EventsSince are, for a version conflict, the events written after
+	// ExpectedVersion up to ActualVersion (the last ones of them when there
+	// are more than the worker keeps); EventsSinceCount counts all of
+	// them. See EventsSinceComplete.
+	EventsSince      []events.EventSummary
+	EventsSinceCount int64
 	// Record is the conflict record as published.
 	Record events.Conflict
 }
@@ -78,6 +84,11 @@ func (e *ConflictError) Error() string {
 	}
 	return fmt.Sprintf("command %s for aggregate %s not applied: %s: %s%s", e.CommandID, e.AggregateID, e.Reason, e.Message, duplicate)
 }
+
+// EventsSinceComplete reports whether EventsSince holds every event since
+// ExpectedVersion with its payload: enough to bring a state read at
+// ExpectedVersion to ActualVersion without reading the aggregate again.
+func (e *ConflictError) EventsSinceComplete() bool { return e.Record.EventsSinceComplete() }
 
 // Is matches the sentinel of the error's Reason.
 func (e *ConflictError) Is(target error) bool {
@@ -105,6 +116,9 @@ func OutcomeOfConflict(c events.Conflict) (Applied, error) {
 		AggregateID: c.AggregateID,
 		Message:     c.Message,
 		Record:      c,
+	}
+	if c.Reason == events.ReasonVersionConflict {
+		e.EventsSince, e.EventsSinceCount = c.EventsSince, c.EventsSinceCount
 	}
 	if c.ExpectedVersion != nil {
 		e.ExpectedVersion = *c.ExpectedVersion

@@ -238,10 +238,99 @@ func TestRetryBackoffGrowsWithJitterUpToTheCap(t *testing.T) {
 }
 
 func TestProducerConfigValidate(t *testing.T) {
-	cfg := ProducerConfig{EventsTopic: "x", ConflictsTopic: "x"}
+	cfg := ProducerConfig{EventsTopic: "x", ConflictsTopic: "x", OnConflict: "merge"}
 	cfg.setDefaults()
 	err := cfg.Validate()
-	if err == nil || !strings.Contains(err.Error(), "no Kafka brokers") || !strings.Contains(err.Error(), "must differ") {
+	if err == nil || !strings.Contains(err.Error(), "no Kafka brokers") || !strings.Contains(err.Error(), "must differ") || !strings.Contains(err.Error(), `OnConflict "merge"`) {
 		t.Fatalf("Validate must report every problem at once, got %v", err)
+	}
+}
+
+// TestRetryOnConflictAdvances: after a conflict whose eventsSince is
+// complete, the next attempt is decided on the aggregate Advance computed,
+// without a read; otherwise it reads.
+func TestRetryOnConflictAdvances(t *testing.T) {
+	since := []events.EventSummary{{Version: 6, Type: "Stocked", ID: "a@6", Payload: []byte(`1`)}}
+	complete := &ConflictError{Reason: events.ReasonVersionConflict, ExpectedVersion: 5, ActualVersion: 6,
+		Record: events.Conflict{Reason: events.ReasonVersionConflict, EventsSince: since, EventsSinceCount: 1}}
+	complete.EventsSince, complete.EventsSinceCount = since, 1
+	incomplete := &ConflictError{Reason: events.ReasonVersionConflict, ExpectedVersion: 5, ActualVersion: 7,
+		Record: events.Conflict{Reason: events.ReasonVersionConflict, EventsSince: since, EventsSinceCount: 2}}
+	incomplete.EventsSince, incomplete.EventsSinceCount = since, 2
+	advance := func(a versionstore.Aggregate, s []events.EventSummary) (versionstore.Aggregate, bool) {
+		a.Version = s[len(s)-1].Version
+		a.State = []byte("advanced")
+		return a, true
+	}
+	tests := []struct {
+		name      string
+		conflict  error
+		advance   func(versionstore.Aggregate, []events.EventSummary) (versionstore.Aggregate, bool)
+		wantReads int
+		wantVer   int64
+	}{
+		{"complete eventsSince: no read", complete, advance, 1, 6},
+		{"incomplete eventsSince: read", incomplete, advance, 2, 9},
+		{"no Advance: read", complete, nil, 2, 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sender := &fakeSender{outcomes: []error{tt.conflict, nil}}
+			reader := &fakeReader{versions: []int64{5, 9}}
+			var seen []RetryParams
+			policy := RetryPolicy{InitialBackoff: time.Millisecond, Advance: tt.advance}
+			_, err := RetryOnConflict(context.Background(), sender, reader, policy, "a", func(_ context.Context, p RetryParams) (Command, error) {
+				seen = append(seen, p)
+				return Command{Type: "T", ExpectedVersion: p.Current.Version}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reader.reads != tt.wantReads || len(seen) != 2 || seen[1].Current.Version != tt.wantVer {
+				t.Fatalf("%d reads, second attempt at version %d; want %d reads, version %d", reader.reads, seen[1].Current.Version, tt.wantReads, tt.wantVer)
+			}
+			if advanced := tt.wantReads == 1; seen[1].Advanced != advanced || (advanced && string(seen[1].Current.State) != "advanced") {
+				t.Errorf("second attempt: Advanced %v state %q", seen[1].Advanced, seen[1].Current.State)
+			}
+			if len(seen[1].EventsSince) != 1 || seen[1].EventsSince[0].Version != 6 {
+				t.Errorf("second attempt's EventsSince %+v, want the conflict's", seen[1].EventsSince)
+			}
+		})
+	}
+}
+
+func TestOutcomeOfConflictExposesEventsSince(t *testing.T) {
+	since := []events.EventSummary{{Version: 6, Type: "StockIncreased", ID: "p@6", Payload: []byte(`{"newStock":120}`)}}
+	_, err := OutcomeOfConflict(events.Conflict{Reason: events.ReasonVersionConflict, CommandID: "c", AggregateID: "p",
+		ExpectedVersion: events.Version(5), ActualVersion: events.Version(6), EventsSince: since, EventsSinceCount: 1})
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || !errors.Is(err, ErrVersionConflict) {
+		t.Fatalf("got %v, want a *ConflictError matching ErrVersionConflict", err)
+	}
+	if len(conflict.EventsSince) != 1 || conflict.EventsSinceCount != 1 || !conflict.EventsSinceComplete() {
+		t.Fatalf("the conflict error shows eventsSince %+v (count %d, complete %v)", conflict.EventsSince, conflict.EventsSinceCount, conflict.EventsSinceComplete())
+	}
+}
+
+func TestProducerSetsOnConflict(t *testing.T) {
+	tests := []struct {
+		name, config, command, want string
+	}{
+		{"strict by default", "", "", ""},
+		{"the producer's rebase", OnConflictRebase, "", OnConflictRebase},
+		{"the command's own wins", OnConflictRebase, OnConflictStrict, OnConflictStrict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Producer{cfg: ProducerConfig{OnConflict: tt.config, MaxRecordBytes: DefaultMaxRecordBytes}}
+			rec, err := p.record(Command{ID: "c", AggregateID: "a", Type: "T", ExpectedVersion: 5, OnConflict: tt.command})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd, err := Decode(rec.Key, rec.Value, 0)
+			if err != nil || cmd.OnConflict != tt.want {
+				t.Fatalf("sent %s (%v), want onConflict %q", rec.Value, err, tt.want)
+			}
+		})
 	}
 }

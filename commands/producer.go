@@ -40,6 +40,11 @@ type ProducerConfig struct {
 	// when the Producer is created, instead of at the first SendAndWait,
 	// so that the first call does not pay for it. default: false
 	FollowFromStart bool
+	// OnConflict is the onConflict sent with every command that leaves its
+	// own empty: "" (strict, the worker's default) or OnConflictRebase to
+	// let every stale command whose handler declared its dependencies be
+	// decided again on the current state. default: ""
+	OnConflict string
 	// Logger receives the Producer's warnings. default: zap.NewNop()
 	Logger *zap.Logger
 	// KafkaOptions are added to the options of both Kafka clients (the
@@ -81,6 +86,11 @@ func (c *ProducerConfig) Validate() error {
 	}
 	if err := events.ValidateTopics(c.CommandsTopic, c.EventsTopic, c.ConflictsTopic); err != nil {
 		problems = append(problems, err)
+	}
+	switch c.OnConflict {
+	case "", OnConflictStrict, OnConflictRebase:
+	default:
+		problems = append(problems, errors.Newf("OnConflict %q is not valid: use %q, %q or leave it empty", c.OnConflict, OnConflictStrict, OnConflictRebase))
 	}
 	return errors.Join(problems...)
 }
@@ -136,6 +146,9 @@ func NewProducer(ctx context.Context, cfg ProducerConfig) (*Producer, error) {
 
 // record validates and encodes a command.
 func (p *Producer) record(cmd Command) (*kgo.Record, error) {
+	if cmd.OnConflict == "" {
+		cmd.OnConflict = p.cfg.OnConflict
+	}
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}

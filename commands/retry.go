@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
@@ -23,6 +24,14 @@ type RetryPolicy struct {
 	InitialBackoff time.Duration
 	// MaxBackoff caps the pause between attempts. default: 2s
 	MaxBackoff time.Duration
+	// Advance, when set, saves the read after a version conflict whose
+	// eventsSince is complete (ConflictError.EventsSinceComplete) and
+	// starts at the version the attempt read: it applies those events to
+	// the aggregate as read, and its result is the next attempt's Current
+	// (RetryParams.Advanced set). It returns false to read instead.
+	// processor.Registry.Advance does it with the registered aggregate
+	// types' Evolve functions. default: nil, always read
+	Advance func(aggregate versionstore.Aggregate, eventsSince []events.EventSummary) (versionstore.Aggregate, bool)
 }
 
 func (p *RetryPolicy) setDefaults() {
@@ -64,6 +73,13 @@ type RetryParams struct {
 	// Current is the aggregate as just read: decide on its State and send
 	// its Version as the command's expectedVersion.
 	Current versionstore.Aggregate
+	// Advanced is set when Current was not read but computed from the
+	// previous attempt's aggregate and its conflict's eventsSince (see
+	// RetryPolicy.Advance).
+	Advanced bool
+	// EventsSince are, from the second attempt on, the events the previous
+	// attempt's conflict listed: what changed since that attempt's read.
+	EventsSince []events.EventSummary
 	// CommandID is a fresh command ID for this attempt,
 	// "<base>-a<Attempt>", with a random base shared by the attempts of
 	// one RetryOnConflict call. It is used when the command's ID is left
@@ -98,7 +114,13 @@ func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Rea
 	policy.setDefaults()
 	base := NewID()
 	sent := make(map[string]int)
-	var lastErr error
+	var (
+		lastErr error
+		// next is the aggregate for the coming attempt when it could be
+		// computed from the last conflict instead of read.
+		next        *versionstore.Aggregate
+		eventsSince []events.EventSummary
+	)
 	for attempt := 1; attempt <= policy.MaxAttempts; attempt++ {
 		if attempt > 1 {
 			pause := time.NewTimer(policy.backoff(attempt - 1))
@@ -109,11 +131,17 @@ func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Rea
 			case <-pause.C:
 			}
 		}
-		current, err := reader.Get(ctx, aggregateID)
-		if err != nil {
-			return Applied{}, errors.Wrapf(err, "read aggregate %s for attempt %d", aggregateID, attempt)
+		params := RetryParams{Attempt: attempt, CommandID: base + "-a" + strconv.Itoa(attempt), EventsSince: eventsSince}
+		if next != nil {
+			params.Current, params.Advanced = *next, true
+		} else {
+			current, err := reader.Get(ctx, aggregateID)
+			if err != nil {
+				return Applied{}, errors.Wrapf(err, "read aggregate %s for attempt %d", aggregateID, attempt)
+			}
+			params.Current = current
 		}
-		params := RetryParams{Attempt: attempt, Current: current, CommandID: base + "-a" + strconv.Itoa(attempt)}
+		current := params.Current
 		cmd, err := decide(ctx, params)
 		if err != nil {
 			return Applied{}, errors.Wrapf(err, "decide a command for aggregate %s at version %d (attempt %d)", aggregateID, current.Version, attempt)
@@ -139,6 +167,27 @@ func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Rea
 			return Applied{}, err
 		}
 		lastErr = err
+		next, eventsSince = advance(policy, current, cmd, err)
 	}
 	return Applied{}, errors.Wrapf(lastErr, "gave up on aggregate %s after %d attempts, each a version conflict", aggregateID, policy.MaxAttempts)
+}
+
+// advance returns the aggregate after a version conflict computed from its
+// eventsSince, when policy.Advance is set, the conflict lists every event
+// since the version the attempt read, and Advance accepts them; and the
+// events the conflict listed.
+func advance(policy RetryPolicy, read versionstore.Aggregate, sent Command, err error) (*versionstore.Aggregate, []events.EventSummary) {
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) {
+		return nil, nil
+	}
+	if policy.Advance == nil || conflict.Duplicate || sent.ExpectedVersion != read.Version ||
+		conflict.ExpectedVersion != read.Version || !conflict.EventsSinceComplete() {
+		return nil, conflict.EventsSince
+	}
+	advanced, ok := policy.Advance(read, conflict.EventsSince)
+	if !ok || advanced.Version != conflict.ActualVersion {
+		return nil, conflict.EventsSince
+	}
+	return &advanced, conflict.EventsSince
 }

@@ -474,8 +474,11 @@ func TestSchemasRejectInvalidDocuments(t *testing.T) {
 		{"command", "metadata an array", edit(validCommand, set("metadata", []any{"alice"}))},
 		{"command", "field name differing in case", edit(validCommand, set("ExpectedVersion", 6))},
 		{"command", "field name with long s", edit(validCommand, set("expectedVerſion", 6))},
+		{"command", "unknown onConflict", edit(validCommand, set("onConflict", "merge"))},
+		{"command", "onConflict in other case", edit(validCommand, set("OnConflict", "rebase"))},
 
 		{"event", "unknown field", edit(validEvent, set("sequence", 1))},
+		{"event", "negative rebasedFrom", edit(validEvent, set("rebasedFrom", -1))},
 		{"event", "version 0", edit(validEvent, set("version", 0))},
 		{"event", "missing version", edit(validEvent, remove("version"))},
 		{"event", "missing commandId", edit(validEvent, remove("commandId"))},
@@ -490,6 +493,9 @@ func TestSchemasRejectInvalidDocuments(t *testing.T) {
 		{"event", "empty metadata", edit(validEvent, set("metadata", map[string]any{}))},
 
 		{"conflict", "unknown reason", edit(validVersionConflict, set("reason", "timeout"))},
+		{"conflict", "eventsSince on a duplicate", edit(validDuplicate, set("eventsSince", []any{map[string]any{"version": 6, "type": "StockIncreased", "id": "prod-123@6"}}))},
+		{"conflict", "eventsSince entry without type", edit(validVersionConflict, set("eventsSince", []any{map[string]any{"version": 6, "id": "prod-123@6"}}))},
+		{"conflict", "eventsSinceCount 0", edit(validVersionConflict, set("eventsSinceCount", 0))},
 		{"conflict", "unknown field", edit(validVersionConflict, set("retryable", true))},
 		{"conflict", "missing message", edit(validVersionConflict, remove("message"))},
 		{"conflict", "missing source", edit(validVersionConflict, remove("source"))},

@@ -84,6 +84,13 @@ type Event struct {
 	Version int64 `json:"version"`
 	// CommandID is the ID of the command that produced the event.
 	CommandID string `json:"commandId"`
+	// RebasedFrom is set on the events of a command that arrived stale,
+	// opted in with onConflict "rebase", and was decided again on the
+	// current state because none of the events written after its
+	// expectedVersion was of a type its handler depends on: it is that
+	// expectedVersion. The first event's version is then above
+	// RebasedFrom + 1.
+	RebasedFrom *int64 `json:"rebasedFrom,omitempty"`
 	// Payload is the event's data.
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// Metadata is carried over from the command.
@@ -185,6 +192,16 @@ type Conflict struct {
 	ActualVersion *int64 `json:"actualVersion,omitempty"`
 	// Message says what happened, for people.
 	Message string `json:"message"`
+	// EventsSince is set on version conflicts: the events written after
+	// the command's expectedVersion, up to ActualVersion, in version order
+	// — the last ones of them when there are more than the worker keeps
+	// (see EventsSinceCount).
+	EventsSince []EventSummary `json:"eventsSince,omitempty"`
+	// EventsSinceCount is set on version conflicts whose expectedVersion
+	// N >= 0 is below ActualVersion: how many events were written after
+	// it (ActualVersion - N). EventsSince holds fewer when the worker no
+	// longer keeps the older ones.
+	EventsSinceCount int64 `json:"eventsSinceCount,omitempty"`
 	// OriginalReason is set on duplicates: what the first record with this
 	// command ID became ("applied" or a Reason).
 	OriginalReason string `json:"originalReason,omitempty"`
@@ -203,6 +220,38 @@ type Conflict struct {
 	Source Source `json:"source"`
 	// Timestamp is when the command was decided, in UTC.
 	Timestamp time.Time `json:"timestamp"`
+}
+
+// EventsSinceComplete reports whether EventsSince holds every event written
+// after the command's expectedVersion, each with its payload (an event
+// without a payload counts): enough to advance a state read at that version
+// to ActualVersion without reading the aggregate again.
+func (c Conflict) EventsSinceComplete() bool {
+	if c.EventsSinceCount <= 0 || int64(len(c.EventsSince)) != c.EventsSinceCount {
+		return false
+	}
+	for _, e := range c.EventsSince {
+		if e.PayloadOmitted {
+			return false
+		}
+	}
+	return true
+}
+
+// EventSummary is one event of a version conflict's EventsSince.
+type EventSummary struct {
+	// Version is the event's version.
+	Version int64 `json:"version"`
+	// Type names the event type.
+	Type string `json:"type"`
+	// ID is the event's ID, "<aggregateId>@<version>".
+	ID string `json:"id"`
+	// Payload is the event's payload when it is small (the worker's limit,
+	// 128 bytes by default); read the event from the events topic for a
+	// larger one.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// PayloadOmitted is set when the event has a payload over that limit.
+	PayloadOmitted bool `json:"payloadOmitted,omitempty"`
 }
 
 // OriginalApplied is the OriginalReason of a duplicate whose first record was

@@ -50,6 +50,9 @@ type batch struct {
 
 	timestampOnce sync.Once
 	timestampText string
+	// recent holds the recent-events lists of the aggregates recentNeeded
+	// named.
+	recent map[string][]versionstore.RecentEvent
 }
 
 // timestamp returns the batch's decision time as its records encode it.
@@ -77,6 +80,10 @@ type aggregateRun struct {
 	// end of the batch failed.
 	encodeEach bool
 	snapshot   []byte
+	// recent is the aggregate's recent-events list as loaded (when a
+	// command needed it); applied are the events of this batch.
+	recent  []versionstore.RecentEvent
+	applied []versionstore.RecentEvent
 }
 
 // decider turns a batch of command records into outcomes and Redis changes.
@@ -88,6 +95,11 @@ type decider struct {
 	// (Config.MaxCommandEvents, Config.MaxCommandOutcomeBytes); 0 takes
 	// the default.
 	maxEvents, maxBytes int
+	// eventsSinceLimit bounds a version conflict's eventsSince, and
+	// recentPayloadBytes the payloads in it: the store's RecentEvents and
+	// RecentPayloadBytes.
+	eventsSinceLimit   int
+	recentPayloadBytes int
 }
 
 // decode decodes every record; invalid ones are answered at once.
@@ -199,7 +211,7 @@ var errStateEncode = errors.New("state does not encode")
 // to write.
 func (d *decider) decideAggregate(ctx context.Context, b *batch, indexes []int, loaded versionstore.Aggregate, recorded map[versionstore.CommandRef]versionstore.Decision, replays map[versionstore.CommandRef]versionstore.Outcome, encodeEach bool) (*versionstore.Change, error) {
 	aggregateID := loaded.ID
-	run := &aggregateRun{loaded: loaded, encodeEach: encodeEach}
+	run := &aggregateRun{loaded: loaded, encodeEach: encodeEach, recent: b.recent[loaded.ID]}
 	run.version = run.loaded.Version
 	run.typeName = run.loaded.Type
 	for _, i := range indexes {
@@ -233,6 +245,7 @@ func (d *decider) decideAggregate(ctx context.Context, b *batch, indexes []int, 
 		Type:        run.typeName,
 		State:       run.loaded.State,
 		Outcomes:    run.outcomes,
+		Events:      run.applied,
 	}
 	switch {
 	case run.stateDirty && encodeEach:
@@ -329,9 +342,16 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 		return out
 	}
 
+	var rebasedFrom *int64
+	if cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version {
+		var conflict events.Conflict
+		if rebasedFrom, conflict = d.stale(ctx, h, cmd, run); rebasedFrom == nil {
+			out := d.conflict(b, i, conflict)
+			run.record(b, i, versionstore.Outcome{Reason: string(conflict.Reason), Version: run.version, Records: out.records})
+			return out, nil
+		}
+	}
 	switch {
-	case cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version:
-		return reject(events.ReasonVersionConflict, fmt.Sprintf("expected version %d, but found %d", cmd.ExpectedVersion, run.version)), nil
 	case cmd.ExpectedVersion < 0 && !h.relaxedVersions:
 		return reject(events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion)), nil
 	case cmd.ExpectedVersion == commands.MustExist && run.version == 0:
@@ -376,6 +396,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 
 	records := make([]versionstore.OutcomeRecord, len(drafts))
 	cloudEvents := make([]cloudEvent, len(drafts))
+	appliedEvents := make([]versionstore.RecentEvent, 0, len(drafts))
 	version := run.version
 	state = run.state
 	aggregateType := run.typeName
@@ -395,6 +416,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			Type:          draft.Type,
 			Version:       version,
 			CommandID:     cmd.ID,
+			RebasedFrom:   rebasedFrom,
 			Payload:       payload,
 			Metadata:      cmd.Metadata,
 			Timestamp:     b.now,
@@ -420,6 +442,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			}
 		}
 		cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: b.timestamp()}
+		appliedEvents = append(appliedEvents, versionstore.RecentEvent{Version: version, Type: draft.Type, Payload: payload})
 	}
 	var snapshot []byte
 	if codec != nil && run.encodeEach {
@@ -427,6 +450,7 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			return reject(events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err)), nil
 		}
 	}
+	run.applied = append(run.applied, appliedEvents...)
 	run.version = version
 	if codec != nil {
 		run.state, run.stateDirty = state, true

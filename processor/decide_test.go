@@ -81,9 +81,10 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	return &harness{
-		t:       t,
-		decider: &decider{registry: testRegistry(t), maxRecordBytes: 1 << 20, maxEventBytes: 1 << 16},
-		store:   store,
+		t: t,
+		decider: &decider{registry: testRegistry(t), maxRecordBytes: 1 << 20, maxEventBytes: 1 << 16,
+			eventsSinceLimit: store.Options().RecentEvents, recentPayloadBytes: store.Options().RecentPayloadBytes},
+		store: store,
 	}
 }
 
@@ -112,6 +113,9 @@ func (h *harness) load(b *batch) {
 	replays, err := h.store.LoadOutcomes(ctx, b.replayRefs(recorded))
 	if err != nil {
 		h.t.Fatalf("load outcomes to replay: %v", err)
+	}
+	if b.recent, err = h.store.LoadRecent(ctx, b.recentNeeded(aggregates)); err != nil {
+		h.t.Fatalf("load recent events: %v", err)
 	}
 	if err := h.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 		h.t.Fatalf("decide: %v", err)

@@ -50,6 +50,10 @@ func appendEventJSON(dst []byte, e *events.Event) ([]byte, bool) {
 	dst = append(dst, `,"commandId":"`...)
 	dst = append(dst, e.CommandID...)
 	dst = append(dst, '"')
+	if e.RebasedFrom != nil {
+		dst = append(dst, `,"rebasedFrom":`...)
+		dst = strconv.AppendInt(dst, *e.RebasedFrom, 10)
+	}
 	if len(e.Payload) > 0 {
 		dst = append(dst, `,"payload":`...)
 		dst = append(dst, e.Payload...)

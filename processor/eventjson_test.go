@@ -23,6 +23,7 @@ func TestAppendEventJSONMatchesMarshal(t *testing.T) {
 	}{
 		{"typical", func(e *events.Event) {}, true},
 		{"untyped aggregate, no payload, no metadata", func(e *events.Event) { e.AggregateType, e.Payload, e.Metadata = "", nil, nil }, true},
+		{"rebased", func(e *events.Event) { e.RebasedFrom = events.Version(5) }, true},
 		{"whole second", func(e *events.Event) { e.Timestamp = e.Timestamp.Truncate(time.Second) }, true},
 		{"other zone", func(e *events.Event) { e.Timestamp = e.Timestamp.In(time.FixedZone("x", 5*3600+30*60)) }, true},
 		{"payload string with spaces and escapes", func(e *events.Event) { e.Payload = json.RawMessage(`["a b","\"q\"","\u00e9"]`) }, true},
@@ -80,6 +81,8 @@ func FuzzAppendEventJSON(f *testing.F) {
 			Version: version, CommandID: commandID, Payload: payload, Metadata: map[string]string{metaKey: metaValue},
 			Timestamp: time.Unix(0, unixNano).UTC(),
 		}
+		checkEventJSON(t, &e)
+		e.RebasedFrom = events.Version(version - 2)
 		checkEventJSON(t, &e)
 	})
 }

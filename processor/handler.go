@@ -78,6 +78,8 @@ type HandlerOption func(*handlerConfig)
 
 type handlerConfig struct {
 	relaxedVersions bool
+	rebaseOn        []string
+	resolver        ConflictResolver
 }
 
 // AllowRelaxedVersions lets commands of the handler's type use the relaxed
@@ -137,6 +139,10 @@ type handler struct {
 	aggregate       aggregateCodec // nil for AppendEvents: it takes the aggregate's own type
 	relaxedVersions bool
 	decide          func(ctx context.Context, state any, version int64, cmd commands.Command) ([]events.Draft, error)
+	// rebaseOn and resolver say when a stale command may be rebased (see
+	// RebaseOn and ResolveConflicts).
+	rebaseOn map[string]struct{}
+	resolver ConflictResolver
 }
 
 // Registry maps command types to their handlers. Register handlers before the
@@ -180,10 +186,19 @@ func Register[S, C any](r *Registry, agg AggregateType[S], commandType string, d
 		opt(&cfg)
 	}
 	r.aggregates[agg.Name] = agg
+	var rebaseOn map[string]struct{}
+	for _, eventType := range cfg.rebaseOn {
+		if rebaseOn == nil {
+			rebaseOn = make(map[string]struct{}, len(cfg.rebaseOn))
+		}
+		rebaseOn[eventType] = struct{}{}
+	}
 	r.handlers[commandType] = &handler{
 		commandType:     commandType,
 		aggregate:       agg,
 		relaxedVersions: cfg.relaxedVersions,
+		rebaseOn:        rebaseOn,
+		resolver:        cfg.resolver,
 		decide: func(ctx context.Context, state any, version int64, cmd commands.Command) ([]events.Draft, error) {
 			var payload C
 			if len(cmd.Payload) > 0 {

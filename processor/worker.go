@@ -282,11 +282,13 @@ func New(cfg Config) (*Worker, error) {
 		log:                   cfg.Logger,
 		producerBatchMaxBytes: defaultProducerBatchMaxBytes,
 		decider: &decider{
-			registry:       cfg.Registry,
-			maxRecordBytes: cfg.MaxRecordBytes,
-			maxEventBytes:  cfg.MaxEventBytes,
-			maxEvents:      cfg.MaxCommandEvents,
-			maxBytes:       cfg.MaxCommandOutcomeBytes,
+			registry:           cfg.Registry,
+			maxRecordBytes:     cfg.MaxRecordBytes,
+			maxEventBytes:      cfg.MaxEventBytes,
+			maxEvents:          cfg.MaxCommandEvents,
+			maxBytes:           cfg.MaxCommandOutcomeBytes,
+			eventsSinceLimit:   eventsSinceLimit(cfg.Store.Options()),
+			recentPayloadBytes: cfg.Store.Options().RecentPayloadBytes,
 		},
 	}, nil
 }
@@ -541,6 +543,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			if err != nil {
 				return params, errors.Wrapf(err, "load %d recorded outcomes to replay", len(replayRefs))
 			}
+		}
+		if err := w.loadRecent(ctx, b, aggregates); err != nil {
+			return params, err
 		}
 		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 			return params, err

@@ -18,7 +18,8 @@ import (
 // KEYS[1]      the aggregate hash
 // KEYS[2]      the amnesia marker of the aggregate's slot
 // KEYS[3..5]   the decision hashes of the time buckets before, of and after now
-// KEYS[5+i]    the outcome key of the i-th command
+// KEYS[5+i]    the outcome key of the i-th command (i = 1..n)
+// KEYS[6+n]    the aggregate's recent-events list (the last key)
 // ARGV[1]      the version the decision was made on
 // ARGV[2]      the new version
 // ARGV[3]      the aggregate type
@@ -28,6 +29,8 @@ import (
 // ARGV[6+3i-2] the i-th command's ID
 // ARGV[6+3i-1] its encoded decision
 // ARGV[6+3i]   its encoded outcome
+// ARGV[7+3n]   how many entries the recent-events list keeps
+// ARGV[8+3n..] the applied events' encoded recent-events entries, in order
 //
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
 // moved, {2, i} when the i-th command was already decided, and {3, 0} when the
@@ -40,7 +43,7 @@ local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then
   return {0, tonumber(current)}
 end
-local n = #KEYS - 5
+local n = #KEYS - 6
 for i = 1, n do
   local id = ARGV[6 + 3 * i - 2]
   if redis.call('HEXISTS', KEYS[3], id) == 1 or redis.call('HEXISTS', KEYS[4], id) == 1 or redis.call('HEXISTS', KEYS[5], id) == 1 then
@@ -49,6 +52,11 @@ for i = 1, n do
 end
 if ARGV[2] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4])
+  local first = 8 + 3 * n
+  if #ARGV >= first then
+    redis.call('RPUSH', KEYS[#KEYS], unpack(ARGV, first, #ARGV))
+    redis.call('LTRIM', KEYS[#KEYS], -tonumber(ARGV[first - 1]), -1)
+  end
 end
 for i = 1, n do
   redis.call('HSET', KEYS[4], ARGV[6 + 3 * i - 2], ARGV[6 + 3 * i - 1])
@@ -76,6 +84,10 @@ type Change struct {
 	State []byte
 	// Outcomes are recorded under their command IDs.
 	Outcomes []Outcome
+	// Events are the applied commands' events, in version order, for the
+	// recent-events list; the store keeps the last Options.RecentEvents of
+	// them and drops payloads over Options.RecentPayloadBytes.
+	Events []RecentEvent
 }
 
 // ErrFenced is returned by Commit when an aggregate was no longer at the
@@ -129,8 +141,8 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 		// A bucket's decisions stay until the end of the next bucket: at
 		// least DedupeTTL, at most twice that.
 		expireAt := strconv.FormatInt((bucket+2)*bucketWidth, 10)
-		k := make([]string, 0, 5+len(change.Outcomes))
-		a := make([]any, 0, 6+3*len(change.Outcomes))
+		k := make([]string, 0, 6+len(change.Outcomes))
+		a := make([]any, 0, 8+3*len(change.Outcomes)+len(change.Events))
 		k = append(k, s.aggregateKey(change.AggregateID), s.markerKey(change.AggregateID))
 		k = append(k, decisionKeys[:]...)
 		a = append(a,
@@ -145,6 +157,8 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 			k = append(k, s.outcomeKey(change.AggregateID, outcome.CommandID))
 			a = append(a, outcome.CommandID, encodeDecision(outcome.Decision()), encodeOutcome(outcome))
 		}
+		k = append(k, s.recentKey(change.AggregateID))
+		a = append(a, s.recentArgs(change)...)
 		keys[i], args[i] = k, a
 	}
 

@@ -2,7 +2,9 @@ package versionstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -388,5 +390,57 @@ func TestRedisRestart(t *testing.T) {
 	var fenced *FencedError
 	if !errors.As(err, &fenced) || fenced.CommandID != "c-1" {
 		t.Errorf("Commit of command c-1 again after a restart = %v, want a *FencedError naming c-1: the outcome must survive the restart", err)
+	}
+}
+
+func TestRedisCommitKeepsRecentEvents(t *testing.T) {
+	runCommitKeepsRecentEvents(t, realStore)
+}
+
+// TestRedisRecentEventsMemory measures, with Redis's MEMORY USAGE, what the
+// recent-events list of one aggregate costs, and checks it stays within the
+// budget Options.RecentEvents documents: RecentEvents × (RecentPayloadBytes
+// + type length + 16) bytes plus 256 for the list itself.
+func TestRedisRecentEventsMemory(t *testing.T) {
+	ctx := context.Background()
+	store := realStore(t, Options{})
+	const listOverhead = 256
+	tests := []struct {
+		name      string
+		eventType string
+		payload   string
+	}{
+		{"product price change", "PriceReduced", `{"oldPrice":25,"newPrice":22.5}`},
+		{"no payload", "Touched", ``},
+		{"payload at the limit", "LargestKeptPayload", `"` + strings.Repeat("x", DefaultRecentPayloadBytes-2) + `"`},
+		{"payload over the limit", "TooLargePayload", `"` + strings.Repeat("x", 4096) + `"`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			aggregateID := fmt.Sprintf("mem-%d", i)
+			var version int64
+			for round := 0; round < 3; round++ { // more events than are kept
+				change := testChange(aggregateID, version, version+DefaultRecentEvents, fmt.Sprintf("c-%d", round))
+				for v := version + 1; v <= version+DefaultRecentEvents; v++ {
+					e := RecentEvent{Version: v, Type: tt.eventType}
+					if tt.payload != "" {
+						e.Payload = json.RawMessage(tt.payload)
+					}
+					change.Events = append(change.Events, e)
+				}
+				mustCommit(t, store, change)
+				version += DefaultRecentEvents
+			}
+			used, err := store.RecentMemory(ctx, aggregateID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			budget := int64(DefaultRecentEvents*(DefaultRecentPayloadBytes+len(tt.eventType)+16) + listOverhead)
+			t.Logf("%s: %d events of type %s with a %d-byte payload: the list uses %d bytes (%d per event); budget %d",
+				tt.name, DefaultRecentEvents, tt.eventType, len(tt.payload), used, used/DefaultRecentEvents, budget)
+			if used == 0 || used > budget {
+				t.Errorf("the recent-events list uses %d bytes, outside (0, %d]", used, budget)
+			}
+		})
 	}
 }

@@ -13,6 +13,9 @@
 //	<prefix>:{<aggregateId>}:d:<bucket> hash: command ID -> its decision (a few bytes), for the
 //	                                    commands decided in one DedupeTTL-long time bucket;
 //	                                    expires at the end of the next bucket
+//	<prefix>:{<aggregateId>}:e          list: the aggregate's last events (version, type, small
+//	                                    payload), at most RecentEvents, for version conflicts'
+//	                                    eventsSince and rebases
 //	<prefix>:{<aggregateId>}:c:<cmdId>  string: the decided outcome's records, for replays (OutcomeTTL;
 //	                                    deleted once the outcome's Kafka transaction committed)
 //	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
@@ -57,6 +60,20 @@ type Options struct {
 	// record with the same command ID is recognised as a duplicate.
 	// default: 24h
 	DedupeTTL time.Duration
+	// RecentEvents is how many of each aggregate's last events the
+	// compare-and-set keeps in a list beside the version, for the
+	// eventsSince of version conflicts and for rebases; negative keeps
+	// none. Each entry holds the version, the type and the payload when it
+	// is at most RecentPayloadBytes, so the list of one aggregate costs at
+	// most RecentEvents × (RecentPayloadBytes + type length + 16) bytes
+	// plus 256 for the list itself, by Redis's MEMORY USAGE
+	// (TestRedisRecentEventsMemory checks it; BENCHMARKS.md has the
+	// figures). At most MaxRecentEvents. default: 20
+	RecentEvents int
+	// RecentPayloadBytes is the largest event payload kept in the
+	// recent-events list; a larger one is kept as "left out".
+	// default: 128
+	RecentPayloadBytes int
 }
 
 func (o *Options) setDefaults() {
@@ -68,6 +85,17 @@ func (o *Options) setDefaults() {
 	}
 	if o.DedupeTTL <= 0 {
 		o.DedupeTTL = 24 * time.Hour
+	}
+	switch {
+	case o.RecentEvents == 0:
+		o.RecentEvents = DefaultRecentEvents
+	case o.RecentEvents < 0:
+		o.RecentEvents = 0
+	case o.RecentEvents > MaxRecentEvents:
+		o.RecentEvents = MaxRecentEvents
+	}
+	if o.RecentPayloadBytes <= 0 {
+		o.RecentPayloadBytes = DefaultRecentPayloadBytes
 	}
 }
 
@@ -91,6 +119,9 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	_, cluster := client.(*redis.ClusterClient)
 	return &Store{client: client, opts: opts, cluster: cluster, now: time.Now}
 }
+
+// Options returns the store's options, defaults applied.
+func (s *Store) Options() Options { return s.opts }
 
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.client }
@@ -445,6 +476,9 @@ func (s *Store) Put(ctx context.Context, aggregates []Aggregate) error {
 	pipe := s.client.Pipeline()
 	for _, a := range aggregates {
 		pipe.HSet(ctx, s.aggregateKey(a.ID), "v", strconv.FormatInt(a.Version, 10), "t", a.Type, "s", a.State)
+		// The list may not match the rewritten version; without it a
+		// stale command is an ordinary conflict until new events come.
+		pipe.Unlink(ctx, s.recentKey(a.ID))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return errors.Wrapf(err, "write %d aggregate versions", len(aggregates))

@@ -38,7 +38,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		memProfile string
 		logLevel   string
 		n          = fs.Int("n", 200_000, "commands of the batched run")
+		contention bench.ContentionConfig
+		contend    bool
 	)
+	fs.BoolVar(&contend, "contention", false, "run the contention scenario instead: a few hot aggregates, clients changing different facts, strict then onConflict rebase")
+	fs.IntVar(&contention.Aggregates, "contention-aggregates", 4, "with --contention: hot aggregates")
+	fs.IntVar(&contention.Clients, "contention-clients", 16, "with --contention: concurrent read-decide-send clients")
+	fs.DurationVar(&contention.Duration, "contention-duration", 10*time.Second, "with --contention: how long each mode sends")
 	fs.StringVar(&brokers, "brokers", envString("ARBITER_BROKERS", ""), "Kafka seed brokers, comma-separated; with neither --brokers nor --redis the bench runs on an embedded kfake and miniredis (ARBITER_BROKERS)")
 	fs.StringVar(&redisURL, "redis", envString("ARBITER_REDIS_URL", ""), "Redis URL, redis://host:port/db (ARBITER_REDIS_URL)")
 	fs.IntVar(&cfg.Aggregates, "aggregates", 10_000, "aggregates the commands go to, each picked uniformly at random")
@@ -138,6 +144,30 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_ = store
 		closeStore()
 		cfg.Target = "Kafka " + brokers + ", Redis " + redisclient.RedactURL(redisURL)
+	}
+
+	if contend {
+		contention.Brokers, contention.RedisURL, contention.Partitions = cfg.Brokers, cfg.RedisURL, cfg.Partitions
+		contention.Progress, contention.Logger = stderr, cfg.Logger
+		report, err := bench.RunContention(ctx, contention)
+		if err != nil {
+			var unreachable *bench.UnreachableError
+			if errors.As(err, &unreachable) {
+				return &unreachableError{err: err}
+			}
+			return err
+		}
+		if asJSON {
+			encoded, err := json.MarshalIndent(report, "", "  ")
+			if err != nil {
+				return errors.Wrap(err, "encode the report")
+			}
+			printf(stdout, "%s\n", encoded)
+			return nil
+		}
+		printf(stdout, "target: %s\n", cfg.Target)
+		report.WriteTable(stdout)
+		return nil
 	}
 
 	report, err := bench.Run(ctx, cfg)

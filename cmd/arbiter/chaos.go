@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/chaos"
 	"github.com/arbiter-cqrs/arbiter/internal/verify"
+	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
@@ -78,7 +80,12 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var opts verify.CheckOptions
+	registry := processor.NewRegistry()
+	if err := product.Register(registry); err != nil {
+		return errors.Wrap(err, "register the Product handlers")
+	}
+	// The rebases the default worker's handlers allow are not lost updates.
+	opts := verify.CheckOptions{RebasePolicies: registry.RebasePolicies()}
 	if f.redisURL != "" {
 		store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
 		if err != nil {

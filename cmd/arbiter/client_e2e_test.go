@@ -249,7 +249,7 @@ func TestSendAndTailOutcomes(t *testing.T) {
 	}
 	stale := s.arbiter(time.Minute, nil, "send", "--id", "c-1", "--aggregate", "prod-123", "--type", product.ChangePriceType,
 		"--expected-version", "0", "--payload", `{"newPrice":22}`, "--wait")
-	if stale.code != exitNotApplied || stale.stdout != "c-1 prod-123: version_conflict: expected version 0, but found 1\n" ||
+	if stale.code != exitNotApplied || stale.stdout != "c-1 prod-123: version_conflict: expected version 0, but found 1 (events since: ProductCreated@1)\n" ||
 		!strings.Contains(stale.stderr, "arbiter get prod-123") {
 		t.Fatalf("a stale send --wait: exit %d, stdout %q, stderr %q; want exit %d, the conflict, and what to do next", stale.code, stale.stdout, stale.stderr, exitNotApplied)
 	}
@@ -298,6 +298,17 @@ func TestSendAndTailOutcomes(t *testing.T) {
 	}
 	if r := s.arbiter(time.Minute, nil, "tail", "snapshots"); r.code != exitUsage {
 		t.Fatalf("tail snapshots: exit %d, want %d", r.code, exitUsage)
+	}
+
+	// prod-123 is at version 3: PriceReduced at 2, StockIncreased at 3. A
+	// price change that read version 2 is rebased past the stock change.
+	rebased := s.arbiter(time.Minute, nil, "send", "--id", "c-6", "--aggregate", "prod-123", "--type", product.ChangePriceType,
+		"--expected-version", "2", "--payload", `{"newPrice":20}`, "--on-conflict", "rebase", "--wait")
+	if rebased.code != 0 || rebased.stdout != "c-6 prod-123: applied at version 4 (rebased from expected version 2)\n" {
+		t.Fatalf("send --on-conflict rebase --wait: exit %d, stdout %q, stderr %s", rebased.code, rebased.stdout, rebased.stderr)
+	}
+	if r := s.arbiter(time.Minute, nil, "send", "--aggregate", "prod-123", "--type", product.ChangePriceType, "--expected-version", "2", "--on-conflict", "merge"); r.code != exitUsage {
+		t.Fatalf("send --on-conflict merge: exit %d, want %d", r.code, exitUsage)
 	}
 }
 

@@ -58,6 +58,7 @@ type sendFlags struct {
 	waitTimeout     time.Duration
 	quiet           bool
 	maxRecordBytes  int
+	onConflict      string
 }
 
 const sendUsage = `usage:
@@ -79,12 +80,18 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&f.wait, "wait", false, "wait for each command's outcome and print it; exit code 5 if any was not applied")
 	fs.DurationVar(&f.waitTimeout, "wait-timeout", envDuration("ARBITER_WAIT_TIMEOUT", time.Minute), "with --wait: how long to wait for outcomes after the last command was sent (ARBITER_WAIT_TIMEOUT)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&f.onConflict, "on-conflict", envString("ARBITER_ON_CONFLICT", ""), "strict (the default) or rebase: a stale command is decided again when nothing it depends on changed; with -f, for lines without their own onConflict (ARBITER_ON_CONFLICT)")
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", commands.DefaultMaxRecordBytes), "largest command sent; keep it at the workers' limit (ARBITER_MAX_RECORD_BYTES)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("send takes no arguments, got %q\n%s", fs.Args(), sendUsage)
+	}
+	switch f.onConflict {
+	case "", commands.OnConflictStrict, commands.OnConflictRebase:
+	default:
+		return usagef("--on-conflict %q is not valid: use %s or %s", f.onConflict, commands.OnConflictStrict, commands.OnConflictRebase)
 	}
 	single := f.aggregateID != "" || f.commandType != "" || f.expectedVersion != "" || f.payload != "" || f.id != "" || len(f.metadata) > 0
 	input, total, closeInput, err := f.input(single)
@@ -124,6 +131,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ConflictsTopic:  f.conflictsTopic,
 		MaxRecordBytes:  f.maxRecordBytes,
 		FollowFromStart: f.wait,
+		OnConflict:      f.onConflict,
 		Logger:          log,
 	})
 	if err != nil {
@@ -217,7 +225,7 @@ func (f *sendFlags) command() (commands.Command, error) {
 	if err != nil {
 		return commands.Command{}, usagef("--expected-version %q is not an integer: use N >= 0, -1 (any) or -2 (must exist)", f.expectedVersion)
 	}
-	cmd := commands.Command{ID: f.id, AggregateID: f.aggregateID, Type: f.commandType, ExpectedVersion: expectedVersion}
+	cmd := commands.Command{ID: f.id, AggregateID: f.aggregateID, Type: f.commandType, ExpectedVersion: expectedVersion, OnConflict: f.onConflict}
 	if cmd.ID == "" {
 		cmd.ID = commands.NewID()
 	}
@@ -265,6 +273,9 @@ func sendOne(ctx context.Context, producer *commands.Producer, cmd commands.Comm
 func describeOutcome(cmd commands.Command, applied commands.Applied, err error) (string, bool, error) {
 	if err == nil {
 		line := fmt.Sprintf("%s %s: applied at version %d", cmd.ID, cmd.AggregateID, applied.Version)
+		if len(applied.Events) > 0 && applied.Events[0].RebasedFrom != nil {
+			line += fmt.Sprintf(" (rebased from expected version %d)", *applied.Events[0].RebasedFrom)
+		}
 		if applied.Duplicate {
 			line += " (a resend: it was applied before)"
 		}
@@ -275,6 +286,17 @@ func describeOutcome(cmd commands.Command, applied commands.Applied, err error) 
 		line := fmt.Sprintf("%s %s: %s: %s", cmd.ID, cmd.AggregateID, conflict.Reason, conflict.Message)
 		if conflict.Duplicate {
 			line += " (a resend: the original got this outcome)"
+		}
+		if len(conflict.EventsSince) > 0 {
+			since := make([]string, len(conflict.EventsSince))
+			for i, e := range conflict.EventsSince {
+				since[i] = fmt.Sprintf("%s@%d", e.Type, e.Version)
+			}
+			line += fmt.Sprintf(" (events since: %s", strings.Join(since, ", "))
+			if int64(len(since)) < conflict.EventsSinceCount {
+				line += fmt.Sprintf("; the last %d of %d", len(since), conflict.EventsSinceCount)
+			}
+			line += ")"
 		}
 		return line, false, nil
 	}

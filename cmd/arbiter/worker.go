@@ -33,6 +33,8 @@ type workerFlags struct {
 	transactionTimeout    time.Duration
 	outcomeTTL            time.Duration
 	dedupeTTL             time.Duration
+	recentEvents          int
+	recentPayloadBytes    int
 	embeddedKafka         string
 	embeddedRedis         string
 	dataDir               string
@@ -65,6 +67,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&f.transactionTimeout, "transaction-timeout", envDuration("ARBITER_TRANSACTION_TIMEOUT", 10*time.Second), "Kafka transaction timeout (ARBITER_TRANSACTION_TIMEOUT)")
 	fs.DurationVar(&f.outcomeTTL, "outcome-ttl", envDuration("ARBITER_OUTCOME_TTL", 24*time.Hour), "how long an uncommitted outcome's records are kept for a replay (ARBITER_OUTCOME_TTL)")
 	fs.DurationVar(&f.dedupeTTL, "dedupe-ttl", envDuration("ARBITER_DEDUPE_TTL", 24*time.Hour), "how long a command ID is recognised as a duplicate (ARBITER_DEDUPE_TTL)")
+	fs.IntVar(&f.recentEvents, "recent-events", envInt("ARBITER_RECENT_EVENTS", versionstore.DefaultRecentEvents), "each aggregate's last events kept in Redis for eventsSince and rebases; -1 keeps none (ARBITER_RECENT_EVENTS)")
+	fs.IntVar(&f.recentPayloadBytes, "recent-payload-bytes", envInt("ARBITER_RECENT_PAYLOAD_BYTES", versionstore.DefaultRecentPayloadBytes), "largest event payload kept with them (ARBITER_RECENT_PAYLOAD_BYTES)")
 	fs.StringVar(&f.embeddedKafka, "embedded-kafka-addr", envString("ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092"), "address of the embedded Kafka, when neither --brokers nor --redis is given")
 	fs.StringVar(&f.embeddedRedis, "embedded-redis-addr", envString("ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399"), "address of the embedded Redis")
 	fs.StringVar(&f.dataDir, "data-dir", envString("ARBITER_DATA_DIR", defaultDataDir()), "where the embedded Kafka keeps its data (ARBITER_DATA_DIR)")
@@ -107,7 +111,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer embedded.close()
 		f.brokers, f.redisURL = embedded.kafkaAddr, "redis://"+embedded.redisAddr+"/0"
-		store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL})
+		store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL, RecentEvents: f.recentEvents, RecentPayloadBytes: f.recentPayloadBytes})
 		if err != nil {
 			return err
 		}
@@ -129,7 +133,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}
-	store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL})
+	store, closeStore, err := f.redisStore(ctx, versionstore.Options{OutcomeTTL: f.outcomeTTL, DedupeTTL: f.dedupeTTL, RecentEvents: f.recentEvents, RecentPayloadBytes: f.recentPayloadBytes})
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,16 @@ type StockIncreased struct {
 // Aggregate is the Product aggregate type.
 var Aggregate = processor.AggregateType[State]{Name: "Product", Evolve: Evolve}
 
+// What the decisions of ChangePrice and IncreaseStock depend on: a stale
+// command of theirs that opted in with onConflict "rebase" is decided again
+// past events of other types. Alice's price change does not care that Bob
+// raised the stock, and the other way round. ProductCreated sets the price
+// and the stock, and only a product that exists may change them.
+var (
+	ChangePriceDependsOn   = processor.RebaseOn(PriceReducedType, PriceIncreasedType, ProductCreatedType)
+	IncreaseStockDependsOn = processor.RebaseOn(StockIncreasedType, ProductCreatedType)
+)
+
 // Register adds the Product handlers to a registry.
 func Register(r *processor.Registry) error {
 	return errors.CombineErrors(
@@ -95,8 +105,8 @@ func Register(r *processor.Registry) error {
 			processor.Register(r, Aggregate, ChangeProductNameType, DecideChangeName),
 		),
 		errors.CombineErrors(
-			processor.Register(r, Aggregate, ChangePriceType, DecideChangePrice),
-			processor.Register(r, Aggregate, IncreaseStockType, DecideIncreaseStock),
+			processor.Register(r, Aggregate, ChangePriceType, DecideChangePrice, ChangePriceDependsOn),
+			processor.Register(r, Aggregate, IncreaseStockType, DecideIncreaseStock, IncreaseStockDependsOn),
 		),
 	)
 }

@@ -1,5 +1,6 @@
 // Package chaos runs Arbiter under faults: worker processes, producers with
-// a share of stale expected versions and duplicate sends, and faults
+// a share of stale expected versions (half of them opting in to rebasing on
+// the Product aggregates) and duplicate sends, and faults
 // injected on a seeded schedule — SIGKILL of workers (also in the gap between
 // the Redis compare-and-set and the Kafka commit), SIGSTOP past the session
 // timeout, restarts of redis-server (AOF on) and of the Kafka broker, and
@@ -25,6 +26,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/internal/verify"
+	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -152,6 +154,9 @@ type Result struct {
 	Faults map[string]int
 	// FaultLog lists every fault, in order.
 	FaultLog []string
+	// PredictedRebases is how many rebased commands the producer
+	// expected; Report.Rebased counts those the checker found.
+	PredictedRebases int
 	// Report is the history checker's report.
 	Report verify.Report
 	// Dir holds the logs.
@@ -175,6 +180,7 @@ func (r Result) Summary() string {
 		parts = append(parts, fmt.Sprintf("%s=%d", kind, r.Faults[kind]))
 	}
 	fmt.Fprintf(&b, "faults injected by kind: %s\n", strings.Join(parts, " "))
+	fmt.Fprintf(&b, "rebases predicted by the producer: %d\n", r.PredictedRebases)
 	b.WriteString(r.Report.Summary())
 	return b.String()
 }
@@ -193,6 +199,10 @@ type run struct {
 	faults    map[string]int
 	faultLog  []string
 	keyPrefix string
+	// rebasePolicies are the workers' (examples/product's), for the
+	// checker; predictedRebases counts the rebases the producer expects.
+	rebasePolicies   map[string]processor.RebasePolicy
+	predictedRebases int
 }
 
 // Run runs the chaos round: it creates its own topics and redis-server,
@@ -213,6 +223,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		topics:    [3]string{name + "-commands", name + "-events", name + "-conflicts"},
 		faults:    make(map[string]int),
 		keyPrefix: name,
+
+		rebasePolicies: rebasePolicies(),
 	}
 	result := Result{Seed: cfg.Seed, Faults: r.faults}
 	if r.cfg.Dir == "" {
@@ -266,10 +278,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	r.injectFaults(produceCtx)
 	wg.Wait()
 	result.Commands = produced
+	result.PredictedRebases = r.predictedRebases
 	if produceErr != nil {
 		return result, produceErr
 	}
-	r.logf("produced %d command records; faults done, waiting for every outcome", produced)
+	r.logf("produced %d command records (%d rebases predicted); faults done, waiting for every outcome", produced, r.predictedRebases)
 	r.healAll(ctx)
 
 	report, err := r.quiesce(ctx)
@@ -371,6 +384,7 @@ func (r *run) produce(ctx context.Context) (int, error) {
 	defer client.Close()
 	rng := mathrand.New(mathrand.NewSource(r.cfg.Seed + 1))
 	next := make([]int64, r.cfg.Aggregates)
+	products := newProductWorkload(r.cfg.Aggregates)
 	var sent []*kgo.Record
 	var mu sync.Mutex
 	var firstErr error
@@ -383,6 +397,7 @@ func (r *run) produce(ctx context.Context) (int, error) {
 	for {
 		select {
 		case <-ctx.Done():
+			r.predictedRebases = products.Predicted
 			flushCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			if err := client.Flush(flushCtx); err != nil {
@@ -400,19 +415,24 @@ func (r *run) produce(ctx context.Context) (int, error) {
 				rec = &kgo.Record{Topic: original.Topic, Key: original.Key, Value: original.Value}
 			} else {
 				a := rng.Intn(r.cfg.Aggregates)
-				expected := next[a]
-				if expected > 0 && rng.Float64() < r.cfg.StaleShare {
-					expected = rng.Int63n(expected)
+				var cmd commands.Command
+				if products.isProduct(a) {
+					cmd = products.command(rng, a, count, r.cfg.StaleShare)
 				} else {
-					next[a]++
+					expected := next[a]
+					if expected > 0 && rng.Float64() < r.cfg.StaleShare {
+						expected = rng.Int63n(expected)
+					} else {
+						next[a]++
+					}
+					cmd = commands.Command{
+						ID:              fmt.Sprintf("c-%d-%d", a, count),
+						Type:            "AppendEvents",
+						ExpectedVersion: expected,
+						Payload:         []byte(fmt.Sprintf(`{"events":[{"type":"Ticked","payload":{"n":%d}}]}`, count)),
+					}
 				}
-				cmd := commands.Command{
-					ID:              fmt.Sprintf("c-%d-%d", a, count),
-					AggregateID:     fmt.Sprintf("%s-agg-%d", r.name, a),
-					Type:            "AppendEvents",
-					ExpectedVersion: expected,
-					Payload:         []byte(fmt.Sprintf(`{"events":[{"type":"Ticked","payload":{"n":%d}}]}`, count)),
-				}
+				cmd.AggregateID = fmt.Sprintf("%s-agg-%d", r.name, a)
 				value, err := cmd.Encode()
 				if err != nil {
 					return count, err
@@ -587,7 +607,7 @@ func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 		if err != nil {
 			return verify.Report{}, errors.Wrap(err, "read the history")
 		}
-		report := verify.Check(history, verify.CheckOptions{})
+		report := verify.Check(history, verify.CheckOptions{RebasePolicies: r.rebasePolicies})
 		missing := 0
 		for _, a := range report.Anomalies {
 			if a.Kind == verify.KindNoOutcome {
@@ -600,7 +620,7 @@ func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 			if err != nil {
 				return report, errors.Wrap(err, "read the versions in redis")
 			}
-			report = verify.Check(history, verify.CheckOptions{RedisVersions: versions})
+			report = verify.Check(history, verify.CheckOptions{RedisVersions: versions, RebasePolicies: r.rebasePolicies})
 			// A second client, kcat, must see the same committed records.
 			disagreements, err := verify.CrossCheck(ctx, cfg, history)
 			if err != nil {

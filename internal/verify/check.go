@@ -8,6 +8,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/processor"
 )
 
 // Kind names a kind of anomaly.
@@ -66,6 +67,16 @@ type CheckOptions struct {
 	// RedisVersions maps aggregate IDs to the versions Redis holds (see
 	// RedisVersions). nil skips the Redis comparison.
 	RedisVersions map[string]int64
+	// RebasePolicies are, per command type, the event types its decision
+	// depends on, as its handler declared them (processor.Registry's
+	// RebasePolicies of the workers' registry). A command applied at a
+	// version above its expectedVersion + 1 is a rebase, not a lost update,
+	// only when its first event carries rebasedFrom = expectedVersion, it
+	// opted in with onConflict "rebase", its type is listed here, and no
+	// event of a type it depends on lies between. For a type whose policy
+	// is Custom (a resolver decided) the intervening events' types cannot
+	// be checked; the rest is. nil: every such command is a lost update.
+	RebasePolicies map[string]processor.RebasePolicy
 }
 
 // Anomaly is one violation found in a history.
@@ -126,6 +137,9 @@ type Report struct {
 	// Applied is the number of event sets: runs of one command's
 	// consecutive events.
 	Applied int
+	// Rebased is the number of applied commands that were rebased: first
+	// event past expectedVersion + 1, with a valid rebasedFrom.
+	Rebased int
 	// Conflicts counts the conflict records by reason.
 	Conflicts map[events.Reason]int
 	// Events is the number of event records.
@@ -141,7 +155,11 @@ func (r Report) OK() bool { return len(r.Anomalies) == 0 }
 // and their total.
 func (r Report) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "commands %d, outcomes %d: applied %d, conflicts %d", r.Commands, r.Outcomes, r.Applied, sumCounts(r.Conflicts))
+	fmt.Fprintf(&b, "commands %d, outcomes %d: applied %d", r.Commands, r.Outcomes, r.Applied)
+	if r.Rebased > 0 {
+		fmt.Fprintf(&b, " (rebased %d)", r.Rebased)
+	}
+	fmt.Fprintf(&b, ", conflicts %d", sumCounts(r.Conflicts))
 	if len(r.Conflicts) > 0 {
 		reasons := make([]string, 0, len(r.Conflicts))
 		for reason := range r.Conflicts {
@@ -194,6 +212,7 @@ type eventSet []int
 // checker holds the indexes Check builds over one history.
 type checker struct {
 	h      *History
+	opts   CheckOptions
 	report Report
 
 	commandAt   map[Position]int // command index by position
@@ -204,6 +223,8 @@ type checker struct {
 	refOrder    []ref
 	eventSetsOf map[ref][]eventSet
 	lastVersion map[string]int64 // per aggregate: its highest event version
+
+	typesByVersion map[string]map[int64]string // per aggregate: event type by version, for rebases
 }
 
 // Check looks for anomalies in a history. It does no I/O; its result depends
@@ -214,6 +235,7 @@ func Check(h *History, opts CheckOptions) Report {
 	}
 	c := &checker{
 		h:           h,
+		opts:        opts,
 		report:      Report{Commands: len(h.Commands), Events: len(h.Events), Conflicts: make(map[events.Reason]int)},
 		commandAt:   make(map[Position]int, len(h.Commands)),
 		commandsOf:  make(map[ref][]int, len(h.Commands)),
@@ -576,12 +598,70 @@ func (c *checker) checkFirstVersion(owner int, set eventSet) {
 	a := Anomaly{Kind: KindLostUpdate, AggregateID: cmd.Command.AggregateID, CommandID: cmd.Command.ID, Commands: []Position{cmd.Position}, Events: c.positions(set)}
 	switch expectedVersion := cmd.Command.ExpectedVersion; {
 	case expectedVersion >= 0 && first != expectedVersion+1:
-		a.Detail = fmt.Sprintf("the command expected version %d, but its first event is version %d, not %d", expectedVersion, first, expectedVersion+1)
+		a.Detail = c.badRebase(cmd, set)
+		if a.Detail == "" {
+			c.report.Rebased++
+			return
+		}
 		c.add(a)
 	case expectedVersion == commands.MustExist && first < 2:
 		a.Detail = fmt.Sprintf("the command expected an existing aggregate (-2), but its first event is version %d", first)
 		c.add(a)
 	}
+}
+
+// badRebase says why a command applied past its expectedVersion + 1 is not
+// a rebase, "" when it is one.
+func (c *checker) badRebase(cmd CommandRecord, set eventSet) string {
+	first := c.h.Events[set[0]].Event
+	expectedVersion := cmd.Command.ExpectedVersion
+	lost := fmt.Sprintf("the command expected version %d, but its first event is version %d, not %d", expectedVersion, first.Version, expectedVersion+1)
+	policy, declared := c.opts.RebasePolicies[cmd.Command.Type]
+	switch {
+	case first.RebasedFrom == nil:
+		return lost
+	case *first.RebasedFrom != expectedVersion:
+		return fmt.Sprintf("%s; its rebasedFrom %d is not that expectedVersion", lost, *first.RebasedFrom)
+	case !cmd.Command.Rebase():
+		return lost + "; it carries rebasedFrom but did not opt in with onConflict rebase"
+	case first.Version <= expectedVersion:
+		return lost + "; a rebase can only move a command later"
+	case !declared:
+		return fmt.Sprintf("%s; it carries rebasedFrom, but command type %s declares no event types its decision depends on", lost, cmd.Command.Type)
+	case policy.Custom:
+		return ""
+	}
+	versions := c.versionTypes(cmd.Command.AggregateID)
+	for v := expectedVersion + 1; v < first.Version; v++ {
+		eventType, ok := versions[v]
+		if !ok {
+			return fmt.Sprintf("%s; version %d, between them, is not in the events topic", lost, v)
+		}
+		if slices.Contains(policy.DependsOn, eventType) {
+			return fmt.Sprintf("%s; it was rebased past %s at version %d, a type %s depends on", lost, eventType, v, cmd.Command.Type)
+		}
+	}
+	return ""
+}
+
+// versionTypes returns an aggregate's event types by version, built on
+// first use.
+func (c *checker) versionTypes(aggregateID string) map[int64]string {
+	if c.typesByVersion == nil {
+		c.typesByVersion = make(map[string]map[int64]string)
+		for _, rec := range c.h.Events {
+			if rec.Err != nil {
+				continue
+			}
+			byVersion, ok := c.typesByVersion[rec.Event.AggregateID]
+			if !ok {
+				byVersion = make(map[int64]string)
+				c.typesByVersion[rec.Event.AggregateID] = byVersion
+			}
+			byVersion[rec.Event.Version] = rec.Event.Type
+		}
+	}
+	return c.typesByVersion[aggregateID]
 }
 
 func (c *checker) checkOutcomes() {
