@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
-	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
 
@@ -152,10 +151,10 @@ type fakeReader struct {
 	reads    int
 }
 
-func (f *fakeReader) Get(_ context.Context, id string) (versionstore.Aggregate, error) {
+func (f *fakeReader) Get(_ context.Context, id string) (Aggregate, error) {
 	v := f.versions[min(f.reads, len(f.versions)-1)]
 	f.reads++
-	return versionstore.Aggregate{ID: id, Version: v}, nil
+	return Aggregate{ID: id, Version: v}, nil
 }
 
 func TestRetryOnConflictPolicy(t *testing.T) {

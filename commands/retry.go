@@ -6,9 +6,33 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
+
+// Aggregate is an aggregate's version and state snapshot as a Reader found
+// it (versionstore.Aggregate is this type).
+type Aggregate struct {
+	// ID is the aggregate ID.
+	ID string
+	// Version is the number of events the aggregate has; 0 means it does
+	// not exist.
+	Version int64
+	// Type is the aggregate type that produced State, "" when untyped.
+	Type string
+	// State is the snapshot of the aggregate's state at Version: the JSON
+	// of the aggregate type's state (versionstore.DecodeState decodes it).
+	State []byte
+}
+
+// Reader reads one aggregate's version and state snapshot for
+// RetryOnConflict. *versionstore.Store satisfies it, and so does any
+// versionstore.Reader; a read model or cache can stand in for Redis, and
+// this package does not import a Redis client.
+type Reader interface {
+	// Get returns the aggregate at its current version; an aggregate that
+	// does not exist is returned at version 0 with no state.
+	Get(ctx context.Context, aggregateID string) (Aggregate, error)
+}
 
 // RetryPolicy says how often and how patiently RetryOnConflict tries again
 // after a version conflict. Zero fields take the defaults noted.
@@ -63,7 +87,7 @@ type RetryParams struct {
 	Attempt int
 	// Current is the aggregate as just read: decide on its State and send
 	// its Version as the command's expectedVersion.
-	Current versionstore.Aggregate
+	Current Aggregate
 	// CommandID is a fresh command ID for this attempt,
 	// "<base>-a<Attempt>", with a random base shared by the attempts of
 	// one RetryOnConflict call. It is used when the command's ID is left
@@ -94,7 +118,7 @@ type DecideFunc func(ctx context.Context, params RetryParams) (Command, error)
 // at once, without a retry, one matching ErrRejected, ErrInvalid or
 // ErrUnknownType, or any other error (a failed read, decide's own error, a
 // timeout of ctx).
-func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Reader, policy RetryPolicy, aggregateID string, decide DecideFunc) (Applied, error) {
+func RetryOnConflict(ctx context.Context, sender Sender, reader Reader, policy RetryPolicy, aggregateID string, decide DecideFunc) (Applied, error) {
 	policy.setDefaults()
 	base := NewID()
 	sent := make(map[string]int)

@@ -33,6 +33,7 @@ package versionstore
 
 import (
 	"context"
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,18 +96,10 @@ func New(client redis.UniversalClient, opts Options) *Store {
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
-// Aggregate is an aggregate's state as Redis holds it.
-type Aggregate struct {
-	// ID is the aggregate ID.
-	ID string
-	// Version is the number of events the aggregate has; 0 means it does
-	// not exist.
-	Version int64
-	// Type is the aggregate type that produced State, "" when untyped.
-	Type string
-	// State is the snapshot of the aggregate's state at Version.
-	State []byte
-}
+// Aggregate is an aggregate's state as Redis holds it. It is
+// commands.Aggregate, so that *Store is a commands.Reader and a service that
+// only sends commands needs no Redis client in its imports.
+type Aggregate = commands.Aggregate
 
 // CommandRef names a command whose recorded outcome is wanted.
 type CommandRef struct {
