@@ -13,11 +13,17 @@ import (
 	"github.com/cockroachdb/errors"
 )
 
-// BuildArbiter builds the arbiter binary into dir and returns its path. Call
-// it from TestMain: one build serves every test of the package.
+// FaultsTag is the build tag that compiles the fault-injection hooks
+// (ARBITER_TEST_* environment variables) and the chaos subcommand into the
+// arbiter binary; release builds leave it out.
+const FaultsTag = "arbiter_faults"
+
+// BuildArbiter builds the arbiter binary with the fault-injection hooks
+// (FaultsTag) into dir and returns its path. Call it from TestMain: one build
+// serves every test of the package.
 func BuildArbiter(dir string) (string, error) {
 	path := filepath.Join(dir, "arbiter")
-	cmd := exec.Command("go", "build", "-o", path, "github.com/arbiter-cqrs/arbiter/cmd/arbiter")
+	cmd := exec.Command("go", "build", "-tags", FaultsTag, "-o", path, "github.com/arbiter-cqrs/arbiter/cmd/arbiter")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", errors.Wrap(err, "build the arbiter binary")

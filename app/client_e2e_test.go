@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bufio"
@@ -115,8 +115,7 @@ type result struct {
 }
 
 // arbiter runs the CLI to its end with stdin (may be nil) and the stack's
-// flags right after the subcommand (Go's flag parsing stops at the first
-// argument that is not a flag).
+// flags right after the subcommand (they may come after arguments too).
 func (s *cliStack) arbiter(timeout time.Duration, stdin io.Reader, args ...string) result {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -1,12 +1,9 @@
-package main
+package app
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,16 +11,16 @@ import (
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
-var errHelp = errors.New("help requested")
-
 // commonFlags are the connection, topic and logging flags every subcommand
-// takes, each with an ARBITER_* environment variable as its default.
+// takes, each with an ARBITER_* environment variable.
 type commonFlags struct {
 	brokers        string
 	redisURL       string
@@ -35,36 +32,81 @@ type commonFlags struct {
 	logLevel       string
 }
 
-func envString(name, fallback string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return fallback
+// envAnnotation is the pflag annotation that names a flag's environment
+// variable.
+const envAnnotation = "arbiter_env"
+
+// flagValue lists the types bind defines flags of.
+type flagValue interface {
+	string | int | int64 | uint64 | bool | float64 | time.Duration
 }
 
-func envInt(name string, fallback int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
+// bind defines flag --name on fs with a default value and, when env is not
+// empty, the environment variable env: a flag given on the command line wins
+// over the variable, the variable over the default. The variable is parsed as
+// strictly as the flag (applyEnv); an empty one counts as unset. Adding a
+// flag is one call:
+//
+//	bind(fs, &f.sessionTimeout, "session-timeout", "ARBITER_SESSION_TIMEOUT", 10*time.Second, "consumer group session timeout")
+func bind[T flagValue](fs *pflag.FlagSet, p *T, name, env string, value T, usage string) {
+	if env != "" {
+		usage += " (" + env + ")"
 	}
-	return fallback
+	switch p := any(p).(type) {
+	case *string:
+		fs.StringVar(p, name, any(value).(string), usage)
+	case *int:
+		fs.IntVar(p, name, any(value).(int), usage)
+	case *int64:
+		fs.Int64Var(p, name, any(value).(int64), usage)
+	case *uint64:
+		fs.Uint64Var(p, name, any(value).(uint64), usage)
+	case *bool:
+		fs.BoolVar(p, name, any(value).(bool), usage)
+	case *float64:
+		fs.Float64Var(p, name, any(value).(float64), usage)
+	case *time.Duration:
+		fs.DurationVar(p, name, any(value).(time.Duration), usage)
+	}
+	if env != "" {
+		_ = fs.SetAnnotation(name, envAnnotation, []string{env})
+	}
 }
 
-func envDuration(name string, fallback time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
+// applyEnv sets every flag of cmd that was not given on the command line from
+// its environment variable, if set. A value the flag would refuse is a usage
+// error naming the variable: ARBITER_SESSION_TIMEOUT=10 does not quietly run
+// with the default.
+func (c *cli) applyEnv(cmd *cobra.Command) error {
+	var problems []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		names := f.Annotations[envAnnotation]
+		if f.Changed || len(names) == 0 {
+			return
+		}
+		value, ok := c.lookupEnv(names[0])
+		if !ok || value == "" {
+			return
+		}
+		if err := f.Value.Set(value); err != nil {
+			problems = append(problems, fmt.Sprintf("%s=%q is not a valid --%s (%s): %v", names[0], value, f.Name, f.Value.Type(), err))
+		}
+	})
+	if len(problems) > 0 {
+		return usagef("%s", strings.Join(problems, "; "))
 	}
-	return fallback
+	return nil
 }
 
-func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.brokers, "brokers", envString("ARBITER_BROKERS", ""), "Kafka seed brokers, comma-separated (ARBITER_BROKERS)")
-	fs.StringVar(&c.redisURL, "redis", envString("ARBITER_REDIS_URL", ""), "Redis URL, redis://[user:password@]host:port/db (ARBITER_REDIS_URL)")
-	fs.StringVar(&c.commandsTopic, "commands-topic", envString("ARBITER_COMMANDS_TOPIC", events.DefaultCommandsTopic), "commands topic (ARBITER_COMMANDS_TOPIC)")
-	fs.StringVar(&c.eventsTopic, "events-topic", envString("ARBITER_EVENTS_TOPIC", events.DefaultEventsTopic), "events topic (ARBITER_EVENTS_TOPIC)")
-	fs.StringVar(&c.conflictsTopic, "conflicts-topic", envString("ARBITER_CONFLICTS_TOPIC", events.DefaultConflictsTopic), "conflicts topic (ARBITER_CONFLICTS_TOPIC)")
-	fs.StringVar(&c.keyPrefix, "key-prefix", envString("ARBITER_KEY_PREFIX", "arbiter"), "prefix of every Redis key (ARBITER_KEY_PREFIX)")
-	fs.StringVar(&c.logFormat, "log-format", envString("ARBITER_LOG_FORMAT", "console"), "log format: json or console (ARBITER_LOG_FORMAT)")
-	fs.StringVar(&c.logLevel, "log-level", envString("ARBITER_LOG_LEVEL", "info"), "log level: debug, info, warn, error (ARBITER_LOG_LEVEL)")
+func (c *commonFlags) register(fs *pflag.FlagSet) {
+	bind(fs, &c.brokers, "brokers", "ARBITER_BROKERS", "", "Kafka seed brokers, comma-separated")
+	bind(fs, &c.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://[user:password@]host:port/db")
+	bind(fs, &c.commandsTopic, "commands-topic", "ARBITER_COMMANDS_TOPIC", events.DefaultCommandsTopic, "commands topic")
+	bind(fs, &c.eventsTopic, "events-topic", "ARBITER_EVENTS_TOPIC", events.DefaultEventsTopic, "events topic")
+	bind(fs, &c.conflictsTopic, "conflicts-topic", "ARBITER_CONFLICTS_TOPIC", events.DefaultConflictsTopic, "conflicts topic")
+	bind(fs, &c.keyPrefix, "key-prefix", "ARBITER_KEY_PREFIX", "arbiter", "prefix of every Redis key")
+	bind(fs, &c.logFormat, "log-format", "ARBITER_LOG_FORMAT", "console", "log format: json or console")
+	bind(fs, &c.logLevel, "log-level", "ARBITER_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 }
 
 func (c *commonFlags) brokerList() []string {
@@ -75,19 +117,6 @@ func (c *commonFlags) brokerList() []string {
 		}
 	}
 	return brokers
-}
-
-// parse parses a subcommand's flags, turning -h into errHelp and a bad flag
-// into a usage error.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return usagef("%v; run 'arbiter %s -h' for the flags", err, fs.Name())
-	}
-	return nil
 }
 
 func (c *commonFlags) logger(stderr io.Writer) (*zap.Logger, error) {
