@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"encoding/json"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"sync"
 	"time"
 
@@ -92,7 +93,7 @@ func startFollower(ctx context.Context, cfg ProducerConfig) (*follower, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
-		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("follower")}),
+		kgo.WithLogger(kzap.New(cfg.Logger.Named("follower"))),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -11,9 +11,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,7 +243,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerBatchMaxBytes(1 << 20),
-		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
+		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
 	}
 	opts = append(opts, w.cfg.KafkaOptions...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
@@ -567,31 +567,3 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.current = 0 }
-
-// kafkaLogger adapts zap to franz-go's logger.
-type kafkaLogger struct{ log *zap.Logger }
-
-// Level keeps franz-go's info logs (one per transaction) off unless debug
-// logging is on: they would be a log line per batch on the hot path.
-func (l kafkaLogger) Level() kgo.LogLevel {
-	if l.log.Core().Enabled(zap.DebugLevel) {
-		return kgo.LogLevelDebug
-	}
-	return kgo.LogLevelWarn
-}
-
-func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	fields := make([]zap.Field, 0, len(keyvals)/2)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		key, _ := keyvals[i].(string)
-		fields = append(fields, zap.Any(strings.ReplaceAll(key, " ", "_"), keyvals[i+1]))
-	}
-	switch level {
-	case kgo.LogLevelError:
-		l.log.Error(msg, fields...)
-	case kgo.LogLevelWarn:
-		l.log.Warn(msg, fields...)
-	default:
-		l.log.Debug(msg, fields...)
-	}
-}
