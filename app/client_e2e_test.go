@@ -35,6 +35,8 @@ type cliStack struct {
 	group     string
 	keyPrefix string
 	workers   int
+	// binary is the CLI run; default: arbiterBinary.
+	binary string
 }
 
 func newCLIStack(t *testing.T, partitions int32) *cliStack {
@@ -47,6 +49,7 @@ func newCLIStack(t *testing.T, partitions int32) *cliStack {
 		topics:    testkit.Topics{Commands: name + "-commands", Events: name + "-events", Conflicts: name + "-conflicts"},
 		group:     name,
 		keyPrefix: name,
+		binary:    arbiterBinary,
 	}
 	testenv.CreateTopics(t, brokers, partitions, s.topics.Commands, s.topics.Events, s.topics.Conflicts)
 	t.Cleanup(func() { deleteKeys(t, redisURL, name) })
@@ -95,7 +98,7 @@ func (s *cliStack) flags() []string {
 func (s *cliStack) startWorker() *testkit.Process {
 	s.t.Helper()
 	s.workers++
-	return testkit.StartProcess(s.t, fmt.Sprintf("worker-%d", s.workers), arbiterBinary, nil,
+	return testkit.StartProcess(s.t, fmt.Sprintf("worker-%d", s.workers), s.binary, nil,
 		append([]string{"worker", "--group", s.group, "--session-timeout", "6s", "--transaction-timeout", "6s", "--log-format", "json"}, s.flags()...)...)
 }
 
@@ -121,7 +124,7 @@ func (s *cliStack) arbiter(timeout time.Duration, stdin io.Reader, args ...strin
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	argv := append(append([]string{args[0]}, s.flags()...), args[1:]...)
-	cmd := exec.CommandContext(ctx, arbiterBinary, argv...)
+	cmd := exec.CommandContext(ctx, s.binary, argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
 	start := time.Now()

@@ -3,8 +3,8 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,7 +131,7 @@ type redisServer struct {
 }
 
 func startRedis(ctx context.Context, binary, dir string) (*redisServer, error) {
-	port, err := freePort()
+	port, err := freeport.Pick()
 	if err != nil {
 		return nil, err
 	}
@@ -168,15 +168,6 @@ func (r *redisServer) start(ctx context.Context) error {
 func (r *redisServer) restart(ctx context.Context) error {
 	r.proc.stop(30 * time.Second)
 	return r.start(ctx)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, errors.Wrap(err, "find a free port")
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // logf writes one line of the run's log.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"net"
 	"os"
 	"os/exec"
@@ -62,7 +63,7 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 	if options.Dir == "" {
 		options.Dir = t.TempDir()
 	}
-	port, err := freePort()
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatalf("find a free port for redis-server: %v", err)
 	}
@@ -81,17 +82,6 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 		t.Fatalf("start redis-server: %v", err)
 	}
 	return server
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before redis-server binds it; start then reports the bind error.
-func freePort() (int, error) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, errors.Wrap(err, "listen on 127.0.0.1:0")
-	}
-	defer listener.Close()
-	return listener.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Addr returns the server's host:port.
