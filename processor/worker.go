@@ -52,10 +52,9 @@ type Config struct {
 	// joins the group as a member of its own, with its own transactional
 	// ID (TransactionalID, then "-2", "-3" … appended for the others), and
 	// processes its share of the partitions: while one session waits for
-	// Redis or for its transaction to commit, another decides. On two cores
-	// two sessions processed 20% more commands per second than one, three
-	// 30%, four 40% (docs/tuning.md). Keep sessions × workers at or below
-	// the partition count. default: 1
+	// Redis or for its transaction to commit, another decides
+	// (docs/tuning.md measures the gain). Keep sessions × workers at or
+	// below the partition count. default: 1
 	Concurrency int
 	// MaxRecordBytes is the size limit of a command record's value; larger
 	// ones are invalid. default: 1 MiB
