@@ -6,12 +6,12 @@ import (
 	"io"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -56,22 +56,20 @@ func runTopicsCreate(ctx context.Context, f commonFlags, partitions, replication
 	admin := kadm.NewClient(client)
 	createCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	results, err := admin.CreateTopics(createCtx, int32(partitions), int16(replication), nil, f.commandsTopic, f.eventsTopic, f.conflictsTopic)
-	if err != nil {
+	result, err := topicadmin.Create(createCtx, admin, topicadmin.Spec{
+		Names:      []string{f.commandsTopic, f.eventsTopic, f.conflictsTopic},
+		Partitions: int32(partitions), ReplicationFactor: int16(replication), ExistingOK: true,
+	})
+	for _, topic := range result.Created {
+		printf(stdout, "created topic %s with %d partitions\n", topic, partitions)
+	}
+	for _, topic := range result.Existing {
+		printf(stdout, "topic %s already exists\n", topic)
+	}
+	if errors.Is(err, topicadmin.ErrNoAnswer) {
 		return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers", f.brokers)}
 	}
-	var failed error
-	for _, r := range results.Sorted() {
-		switch {
-		case r.Err == nil:
-			printf(stdout, "created topic %s with %d partitions\n", r.Topic, partitions)
-		case errors.Is(r.Err, kerr.TopicAlreadyExists):
-			printf(stdout, "topic %s already exists\n", r.Topic)
-		default:
-			failed = errors.CombineErrors(failed, errors.Wrapf(r.Err, "create topic %s", r.Topic))
-		}
-	}
-	return failed
+	return err
 }
 
 func (c *cli) getCommand() *cobra.Command {

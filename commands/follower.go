@@ -3,11 +3,11 @@ package commands
 import (
 	"context"
 	"encoding/json"
-	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"sync"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"

@@ -2,11 +2,11 @@ package commands
 
 import (
 	"context"
-	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"sync"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"

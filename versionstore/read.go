@@ -3,8 +3,8 @@ package versionstore
 import (
 	"context"
 	"encoding/json"
-	"github.com/arbiter-cqrs/arbiter/commands"
 
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/cockroachdb/errors"
 )
 

@@ -33,12 +33,12 @@ package versionstore
 
 import (
 	"context"
-	"github.com/arbiter-cqrs/arbiter/commands"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )

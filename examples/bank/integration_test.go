@@ -1,39 +1,20 @@
 package bank_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/app"
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/examples/bank"
+	"github.com/arbiter-cqrs/arbiter/internal/child"
 	"github.com/arbiter-cqrs/arbiter/internal/testenv"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
-
-// syncBuffer is the worker's stderr, written by its goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestOverdraftAgainstTheRealStack runs the bank's worker through app.Main,
 // as cmd/bank does, against the real Kafka and Redis. Alice and Bob both read
@@ -53,7 +34,7 @@ func TestOverdraftAgainstTheRealStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	workerCtx, stopWorker := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr child.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- app.Main(workerCtx, registry, []string{"worker",

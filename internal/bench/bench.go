@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -540,41 +541,8 @@ func (b *bencher) startWorkers(ctx context.Context, spec runSpec, cfg Config, ta
 func createTopics(ctx context.Context, admin *kadm.Client, partitions int32, names ...string) error {
 	createCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	responses, err := admin.CreateTopics(createCtx, partitions, 1, nil, names...)
-	if err != nil {
-		return errors.Wrapf(err, "create topics %v", names)
-	}
-	if err := responses.Error(); err != nil {
-		return errors.Wrapf(err, "create topics %v", names)
-	}
-	ticker := time.NewTicker(100 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		metadata, err := admin.Metadata(createCtx, names...)
-		if err == nil && allLed(metadata, partitions, names) {
-			return nil
-		}
-		select {
-		case <-createCtx.Done():
-			return errors.Newf("topics %v: partitions without a leader after 60s", names)
-		case <-ticker.C:
-		}
-	}
-}
-
-func allLed(metadata kadm.Metadata, partitions int32, names []string) bool {
-	for _, name := range names {
-		topic, ok := metadata.Topics[name]
-		if !ok || topic.Err != nil || int32(len(topic.Partitions)) != partitions {
-			return false
-		}
-		for _, partition := range topic.Partitions {
-			if partition.Err != nil || partition.Leader < 0 {
-				return false
-			}
-		}
-	}
-	return true
+	_, err := topicadmin.Create(createCtx, admin, topicadmin.Spec{Names: names, Partitions: partitions, ReplicationFactor: 1})
+	return err
 }
 
 // waitForGroup waits until the group is stable with the given members and

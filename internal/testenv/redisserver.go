@@ -4,17 +4,17 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/child"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )
@@ -41,8 +41,7 @@ type RedisServer struct {
 	port    int
 	logPath string
 
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
+	proc *child.Process // nil when stopped
 }
 
 // Timeouts of the redis-server process.
@@ -140,7 +139,7 @@ func (s *RedisServer) start() error {
 	// The child gets its own copy of the descriptor.
 	defer logFile.Close()
 
-	cmd := exec.Command("redis-server",
+	proc, err := child.Start(child.Config{Name: "redis-server", Binary: "redis-server", Output: logFile, Args: []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(s.port),
 		"--dir", s.options.Dir,
@@ -149,18 +148,11 @@ func (s *RedisServer) start() error {
 		"--appendfsync", "always",
 		"--daemonize", "no",
 		"--logfile", "",
-	)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		return errors.Wrap(err, "run redis-server")
+	}})
+	if err != nil {
+		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // an exit status after SIGTERM/SIGKILL is expected
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
+	s.proc = proc
 
 	if err := s.awaitReady(); err != nil {
 		_ = s.stop()
@@ -185,8 +177,8 @@ func (s *RedisServer) awaitReady() error {
 			return nil
 		}
 		select {
-		case <-s.exited:
-			return errors.Wrapf(err, "exited before answering PING (%s)", s.cmd.ProcessState)
+		case <-s.proc.Done():
+			return errors.Wrapf(err, "exited before answering PING (%s)", s.proc.State())
 		case <-ctx.Done():
 			return errors.Wrapf(err, "no answer to PING after %s", redisStartTimeout)
 		case <-ticker.C:
@@ -221,30 +213,11 @@ func ping(ctx context.Context, addr string) error {
 }
 
 func (s *RedisServer) stop() error {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return nil
 	}
-	defer func() { s.cmd, s.exited = nil, nil }()
-	select {
-	case <-s.exited:
-		return nil
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return errors.Wrap(err, "send SIGTERM")
-	}
-	timer := time.NewTimer(redisStopTimeout)
-	defer timer.Stop()
-	select {
-	case <-s.exited:
-		return nil
-	case <-timer.C:
-	}
-	if err := s.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return errors.Wrap(err, "send SIGKILL")
-	}
-	<-s.exited
-	return errors.Newf("did not exit within %s of SIGTERM; killed it", redisStopTimeout)
+	defer func() { s.proc = nil }()
+	return s.proc.Stop(redisStopTimeout)
 }
 
 // logTail returns the end of the server's log, for error messages.
