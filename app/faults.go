@@ -33,7 +33,7 @@ const brokerPIDEnv = "ARBITER_TEST_KAFKA_PID"
 //
 // A stopped worker is a zombie: the test wakes it with SIGCONT after the
 // group has given its partitions away.
-func testHooks(cfg *processor.Config, log *zap.Logger) error {
+func testHooks(cfg *processor.Config, log *zap.Logger, lookupEnv func(string) (string, bool)) error {
 	hooks := []struct {
 		variable string
 		stop     bool
@@ -45,7 +45,7 @@ func testHooks(cfg *processor.Config, log *zap.Logger) error {
 		{"ARBITER_TEST_STOP_AFTER_REDIS_COMMIT", true, &cfg.Hooks.AfterRedisCommit},
 	}
 	for _, h := range hooks {
-		fn, err := faultAfter(h.variable, h.stop, log)
+		fn, err := faultAfter(h.variable, h.stop, log, lookupEnv)
 		if err != nil {
 			return err
 		}
@@ -56,8 +56,8 @@ func testHooks(cfg *processor.Config, log *zap.Logger) error {
 	return nil
 }
 
-func faultAfter(variable string, stop bool, log *zap.Logger) (func(context.Context, processor.BatchParams), error) {
-	value := os.Getenv(variable)
+func faultAfter(variable string, stop bool, log *zap.Logger, lookupEnv func(string) (string, bool)) (func(context.Context, processor.BatchParams), error) {
+	value, _ := lookupEnv(variable)
 	if value == "" {
 		return nil, nil
 	}

@@ -20,7 +20,7 @@ const brokerPIDEnv = ""
 
 // testHooks does nothing in a release binary: the fault-injection hooks
 // exist only under the arbiter_faults build tag.
-func testHooks(*processor.Config, *zap.Logger) error { return nil }
+func testHooks(*processor.Config, *zap.Logger, func(string) (string, bool)) error { return nil }
 
 // chaosCommand is a stub in a release binary: the chaos runner needs workers
 // with the fault-injection hooks.

@@ -140,7 +140,7 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		Store:                 store,
 		Logger:                log,
 	}
-	if err := testHooks(&cfg, log); err != nil {
+	if err := testHooks(&cfg, log, c.lookupEnv); err != nil {
 		return err
 	}
 	worker, err := processor.New(cfg)

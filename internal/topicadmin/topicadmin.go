@@ -5,6 +5,7 @@ package topicadmin
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -55,6 +56,8 @@ func Create(ctx context.Context, admin *kadm.Client, spec Spec) (Result, error) 
 			problems = append(problems, errors.Wrapf(response.Err, "create topic %s", response.Topic))
 		}
 	}
+	slices.Sort(result.Created)
+	slices.Sort(result.Existing)
 	if err := errors.Join(problems...); err != nil {
 		return result, err
 	}
