@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 # The arbiter binary on distroless: docker build -t arbiter . (or docker compose up).
+# A release build: without the arbiter_faults tag, it carries no fault-injection
+# hooks (no ARBITER_TEST_* variables) and no chaos subcommand.
 
 FROM golang:1.26 AS build
 WORKDIR /src

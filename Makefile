@@ -2,7 +2,8 @@
 #
 #   make test        the test command: stack up, lint, go test -race ./..., stack down
 #   make lint        gofmt, go vet, staticcheck
-#   make build       build every package and bin/arbiter
+#   make build       build every package (also with the arbiter_faults tag of the
+#                    tests and the chaos runner) and bin/arbiter, the release binary
 #   make stack-up    start Kafka and Redis for tests (then: source .stack/env)
 #   make stack-down  stop them
 #   make redis-cluster-up / redis-sentinel-up (and -down)
@@ -22,6 +23,7 @@ lint:
 
 build:
 	go build ./...
+	go build -tags arbiter_faults ./...
 	CGO_ENABLED=0 go build -trimpath -o bin/arbiter ./cmd/arbiter
 
 bench:

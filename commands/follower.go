@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -92,7 +93,7 @@ func startFollower(ctx context.Context, cfg ProducerConfig) (*follower, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
-		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("follower")}),
+		kgo.WithLogger(kzap.New(cfg.Logger.Named("follower"))),
 		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
-	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
 
@@ -152,10 +151,10 @@ type fakeReader struct {
 	reads    int
 }
 
-func (f *fakeReader) Get(_ context.Context, id string) (versionstore.Aggregate, error) {
+func (f *fakeReader) Get(_ context.Context, id string) (Aggregate, error) {
 	v := f.versions[min(f.reads, len(f.versions)-1)]
 	f.reads++
-	return versionstore.Aggregate{ID: id, Version: v}, nil
+	return Aggregate{ID: id, Version: v}, nil
 }
 
 func TestRetryOnConflictPolicy(t *testing.T) {
@@ -257,7 +256,7 @@ func TestRetryOnConflictAdvances(t *testing.T) {
 	incomplete := &ConflictError{Reason: events.ReasonVersionConflict, ExpectedVersion: 5, ActualVersion: 7,
 		Record: events.Conflict{Reason: events.ReasonVersionConflict, EventsSince: since, EventsSinceCount: 2}}
 	incomplete.EventsSince, incomplete.EventsSinceCount = since, 2
-	advance := func(a versionstore.Aggregate, s []events.EventSummary) (versionstore.Aggregate, bool) {
+	advance := func(a Aggregate, s []events.EventSummary) (Aggregate, bool) {
 		a.Version = s[len(s)-1].Version
 		a.State = []byte("advanced")
 		return a, true
@@ -265,7 +264,7 @@ func TestRetryOnConflictAdvances(t *testing.T) {
 	tests := []struct {
 		name      string
 		conflict  error
-		advance   func(versionstore.Aggregate, []events.EventSummary) (versionstore.Aggregate, bool)
+		advance   func(Aggregate, []events.EventSummary) (Aggregate, bool)
 		wantReads int
 		wantVer   int64
 	}{

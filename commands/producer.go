@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/propagation"
@@ -127,7 +128,7 @@ func NewProducer(ctx context.Context, cfg ProducerConfig) (*Producer, error) {
 		kgo.ProducerLinger(cfg.Linger),
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
 		kgo.ProducerBatchMaxBytes(int32(max(cfg.MaxRecordBytes+4096, 1<<20))),
-		kgo.WithLogger(kafkaLogger{log: cfg.Logger.Named("kafka")}),
+		kgo.WithLogger(kzap.New(cfg.Logger.Named("kafka"))),
 		kgo.ClientID(defaultClientID),
 	}, cfg.KafkaOptions...)
 	client, err := kgo.NewClient(opts...)
@@ -308,24 +309,6 @@ func (p *Producer) Close() {
 	if f != nil {
 		f.close()
 	}
-}
-
-// kafkaLogger adapts zap to franz-go's logger, at warnings and above.
-type kafkaLogger struct{ log *zap.Logger }
-
-func (l kafkaLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
-
-func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	fields := make([]zap.Field, 0, len(keyvals)/2)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		key, _ := keyvals[i].(string)
-		fields = append(fields, zap.Any(key, keyvals[i+1]))
-	}
-	if level == kgo.LogLevelError {
-		l.log.Error(msg, fields...)
-		return
-	}
-	l.log.Warn(msg, fields...)
 }
 
 // defaultClientID names the producer's Kafka clients unless KafkaOptions

@@ -7,9 +7,33 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
-	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 )
+
+// Aggregate is an aggregate's version and state snapshot as a Reader found
+// it (versionstore.Aggregate is this type).
+type Aggregate struct {
+	// ID is the aggregate ID.
+	ID string
+	// Version is the number of events the aggregate has; 0 means it does
+	// not exist.
+	Version int64
+	// Type is the aggregate type that produced State, "" when untyped.
+	Type string
+	// State is the snapshot of the aggregate's state at Version: the JSON
+	// of the aggregate type's state (versionstore.DecodeState decodes it).
+	State []byte
+}
+
+// Reader reads one aggregate's version and state snapshot for
+// RetryOnConflict. *versionstore.Store satisfies it, and so does any
+// versionstore.Reader; a read model or cache can stand in for Redis, and
+// this package does not import a Redis client.
+type Reader interface {
+	// Get returns the aggregate at its current version; an aggregate that
+	// does not exist is returned at version 0 with no state.
+	Get(ctx context.Context, aggregateID string) (Aggregate, error)
+}
 
 // RetryPolicy says how often and how patiently RetryOnConflict tries again
 // after a version conflict. Zero fields take the defaults noted.
@@ -31,7 +55,7 @@ type RetryPolicy struct {
 	// (RetryParams.Advanced set). It returns false to read instead.
 	// processor.Registry.Advance does it with the registered aggregate
 	// types' Evolve functions. default: nil, always read
-	Advance func(aggregate versionstore.Aggregate, eventsSince []events.EventSummary) (versionstore.Aggregate, bool)
+	Advance func(aggregate Aggregate, eventsSince []events.EventSummary) (Aggregate, bool)
 }
 
 func (p *RetryPolicy) setDefaults() {
@@ -72,7 +96,7 @@ type RetryParams struct {
 	Attempt int
 	// Current is the aggregate as just read: decide on its State and send
 	// its Version as the command's expectedVersion.
-	Current versionstore.Aggregate
+	Current Aggregate
 	// Advanced is set when Current was not read but computed from the
 	// previous attempt's aggregate and its conflict's eventsSince (see
 	// RetryPolicy.Advance).
@@ -110,7 +134,7 @@ type DecideFunc func(ctx context.Context, params RetryParams) (Command, error)
 // at once, without a retry, one matching ErrRejected, ErrInvalid or
 // ErrUnknownType, or any other error (a failed read, decide's own error, a
 // timeout of ctx).
-func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Reader, policy RetryPolicy, aggregateID string, decide DecideFunc) (Applied, error) {
+func RetryOnConflict(ctx context.Context, sender Sender, reader Reader, policy RetryPolicy, aggregateID string, decide DecideFunc) (Applied, error) {
 	policy.setDefaults()
 	base := NewID()
 	sent := make(map[string]int)
@@ -118,7 +142,7 @@ func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Rea
 		lastErr error
 		// next is the aggregate for the coming attempt when it could be
 		// computed from the last conflict instead of read.
-		next        *versionstore.Aggregate
+		next        *Aggregate
 		eventsSince []events.EventSummary
 	)
 	for attempt := 1; attempt <= policy.MaxAttempts; attempt++ {
@@ -176,7 +200,7 @@ func RetryOnConflict(ctx context.Context, sender Sender, reader versionstore.Rea
 // eventsSince, when policy.Advance is set, the conflict lists every event
 // since the version the attempt read, and Advance accepts them; and the
 // events the conflict listed.
-func advance(policy RetryPolicy, read versionstore.Aggregate, sent Command, err error) (*versionstore.Aggregate, []events.EventSummary) {
+func advance(policy RetryPolicy, read Aggregate, sent Command, err error) (*Aggregate, []events.EventSummary) {
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) {
 		return nil, nil

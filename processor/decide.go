@@ -124,7 +124,7 @@ func (d *decider) decode(b *batch) {
 			return
 		}
 		if _, ok := d.registry.handlers[cmd.Type]; !ok {
-			b.invalid[i] = errUnknownType
+			b.invalid[i] = commands.ErrUnknownType
 			b.outcomes[i] = d.conflict(b, i, events.Conflict{
 				CommandID:       cmd.ID,
 				AggregateID:     cmd.AggregateID,
@@ -135,8 +135,6 @@ func (d *decider) decode(b *batch) {
 		}
 	})
 }
-
-var errUnknownType = errors.New("unknown command type")
 
 // loadRequest lists what a batch needs from Redis.
 func (b *batch) loadRequest() ([]string, []versionstore.CommandRef) {

@@ -18,8 +18,15 @@ import (
 const AppendEventsType = "AppendEvents"
 
 // ErrRejected marks a handler's refusal of a command (a domain rule). Use
-// errors.As with *RejectionError for the message.
-var ErrRejected = errors.New("command rejected")
+// errors.As with *RejectionError for the message. It is commands.ErrRejected,
+// which a sender's rejected outcome matches too.
+var ErrRejected = commands.ErrRejected
+
+// ErrUnknownAggregateType is returned by Registry.Evolve for events of an
+// aggregate type the registry has no Evolve function for: their state cannot
+// be rebuilt by this registry (register the type's handlers, or rebuild with
+// the binary of the workers that decide it).
+var ErrUnknownAggregateType = errors.New("unknown aggregate type")
 
 // RejectionError is a handler's refusal of a command. It becomes a conflict
 // record with reason "rejected" and this message.
@@ -231,11 +238,17 @@ func (r *Registry) CommandTypes() []string {
 
 // Evolve applies one event to a state snapshot of the named aggregate type,
 // for tools that rebuild snapshots from the events topic. Events of an
-// unregistered or empty aggregate type leave the snapshot as it is.
+// untyped aggregate (one that only received AppendEvents) leave the snapshot
+// as it is; those of a type the registry does not know give an error matching
+// ErrUnknownAggregateType, since leaving the snapshot would rebuild empty
+// state.
 func (r *Registry) Evolve(aggregateType string, snapshot []byte, event events.Event) ([]byte, error) {
+	if aggregateType == "" {
+		return snapshot, nil
+	}
 	codec, ok := r.aggregates[aggregateType]
 	if !ok {
-		return snapshot, nil
+		return nil, errors.Wrapf(ErrUnknownAggregateType, "aggregate %s has events of type %q, which has no Evolve function in this registry: register its handlers in the binary that rebuilds", event.AggregateID, aggregateType)
 	}
 	state, err := codec.decodeState(snapshot)
 	if err != nil {

@@ -13,12 +13,12 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/kzap"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -52,10 +52,9 @@ type Config struct {
 	// joins the group as a member of its own, with its own transactional
 	// ID (TransactionalID, then "-2", "-3" … appended for the others), and
 	// processes its share of the partitions: while one session waits for
-	// Redis or for its transaction to commit, another decides. On two cores
-	// two sessions processed 20% more commands per second than one, three
-	// 30%, four 40% (docs/tuning.md). Keep sessions × workers at or below
-	// the partition count. default: 1
+	// Redis or for its transaction to commit, another decides
+	// (docs/tuning.md measures the gain). Keep sessions × workers at or
+	// below the partition count. default: 1
 	Concurrency int
 	// MaxRecordBytes is the size limit of a command record's value; larger
 	// ones are invalid. default: 1 MiB
@@ -312,7 +311,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
-		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
+		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
 		kgo.ClientID(defaultClientID),
 	}
 	opts = append(opts, w.groupObserverOpts(l.transactionalID)...)
@@ -670,34 +669,6 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.current = 0 }
-
-// kafkaLogger adapts zap to franz-go's logger.
-type kafkaLogger struct{ log *zap.Logger }
-
-// Level keeps franz-go's info logs (one per transaction) off unless debug
-// logging is on: they would be a log line per batch on the hot path.
-func (l kafkaLogger) Level() kgo.LogLevel {
-	if l.log.Core().Enabled(zap.DebugLevel) {
-		return kgo.LogLevelDebug
-	}
-	return kgo.LogLevelWarn
-}
-
-func (l kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	fields := make([]zap.Field, 0, len(keyvals)/2)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		key, _ := keyvals[i].(string)
-		fields = append(fields, zap.Any(strings.ReplaceAll(key, " ", "_"), keyvals[i+1]))
-	}
-	switch level {
-	case kgo.LogLevelError:
-		l.log.Error(msg, fields...)
-	case kgo.LogLevelWarn:
-		l.log.Warn(msg, fields...)
-	default:
-		l.log.Debug(msg, fields...)
-	}
-}
 
 // defaultClientID names the worker's Kafka clients unless KafkaOptions name
 // them otherwise (kafkaclient.Config.ClientID).

@@ -2,7 +2,9 @@
 # lint.sh — the static checks of `make test` and `make lint`: gofmt on every
 # Go file of the checkout (tracked or new, not ignored), go vet and
 # staticcheck (the version pinned in go.mod through internal/tools) on every
-# package. Runs all three and exits non-zero if any complained.
+# package, once as released and once with the arbiter_faults build tag (the
+# fault-injection hooks of the tests and the chaos runner). Runs them all and
+# exits non-zero if any complained.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,11 +31,13 @@ if ((${#unformatted[@]})); then
   failed+=(gofmt)
 fi
 
-echo "lint: go vet ./..."
-go vet ./... || failed+=("go vet")
+for tags in "" arbiter_faults; do
+  echo "lint: go vet -tags '$tags' ./..."
+  go vet -tags "$tags" ./... || failed+=("go vet -tags '$tags'")
 
-echo "lint: staticcheck ./..."
-go run honnef.co/go/tools/cmd/staticcheck ./... || failed+=(staticcheck)
+  echo "lint: staticcheck -tags '$tags' ./..."
+  go run honnef.co/go/tools/cmd/staticcheck -tags "$tags" ./... || failed+=("staticcheck -tags '$tags'")
+done
 
 if ((${#failed[@]})); then
   echo "lint: FAILED: ${failed[*]}"

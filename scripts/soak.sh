@@ -10,7 +10,7 @@ trap 'scripts/stack.sh down || true' EXIT
 scripts/stack.sh up
 # shellcheck source=/dev/null
 source .stack/env
-go build -o .stack/bin/arbiter ./cmd/arbiter
+go build -tags arbiter_faults -o .stack/bin/arbiter ./cmd/arbiter
 seed="${ARBITER_CHAOS_SEED:-$(date +%s)}"
 .stack/bin/arbiter chaos --brokers "$ARBITER_TEST_KAFKA_BROKERS" \
   --duration "${ARBITER_SOAK_DURATION:-30m}" --rate "${ARBITER_SOAK_RATE:-300}" \

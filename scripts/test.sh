@@ -85,7 +85,7 @@ go test -race -count=1 -timeout 12m ./... || failed+=("go test")
 # injected at least once; the round fails on any anomaly in the history.
 chaos_seed="${ARBITER_CHAOS_SEED:-$(date +%s)}"
 echo "test: arbiter chaos (seed $chaos_seed)"
-go build -o .stack/bin/arbiter ./cmd/arbiter &&
+go build -tags arbiter_faults -o .stack/bin/arbiter ./cmd/arbiter &&
   .stack/bin/arbiter chaos --brokers "$ARBITER_TEST_KAFKA_BROKERS" \
     --duration "${ARBITER_CHAOS_DURATION:-110s}" --rate "${ARBITER_CHAOS_RATE:-200}" \
     --seed "$chaos_seed" --kafka-restart-cmd "scripts/stack.sh restart-kafka" ||

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/cockroachdb/errors"
 )
 
@@ -16,7 +17,10 @@ type Reader interface {
 	Get(ctx context.Context, aggregateID string) (Aggregate, error)
 }
 
-var _ Reader = (*Store)(nil)
+var (
+	_ Reader          = (*Store)(nil)
+	_ commands.Reader = Reader(nil)
+)
 
 // DecodeState decodes an aggregate's state snapshot into an S. An aggregate
 // without a snapshot (version 0, or an untyped aggregate that only received

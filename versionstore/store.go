@@ -41,6 +41,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )
@@ -126,18 +127,10 @@ func (s *Store) Options() Options { return s.opts }
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
-// Aggregate is an aggregate's state as Redis holds it.
-type Aggregate struct {
-	// ID is the aggregate ID.
-	ID string
-	// Version is the number of events the aggregate has; 0 means it does
-	// not exist.
-	Version int64
-	// Type is the aggregate type that produced State, "" when untyped.
-	Type string
-	// State is the snapshot of the aggregate's state at Version.
-	State []byte
-}
+// Aggregate is an aggregate's state as Redis holds it. It is
+// commands.Aggregate, so that *Store is a commands.Reader and a service that
+// only sends commands needs no Redis client in its imports.
+type Aggregate = commands.Aggregate
 
 // CommandRef names a command whose recorded outcome is wanted.
 type CommandRef struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -115,9 +116,9 @@ func RunContention(ctx context.Context, cfg ContentionConfig) (*ContentionReport
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := redis.ParseURL(cfg.RedisURL)
+	redisOptions, err := redisclient.Config{URL: cfg.RedisURL}.Options()
 	if err != nil {
-		return nil, errors.Wrapf(err, "parse the Redis URL %q", cfg.RedisURL)
+		return nil, err
 	}
 	rdb := redis.NewClient(redisOptions)
 	defer rdb.Close()

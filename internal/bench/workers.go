@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/internal/child"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
@@ -184,11 +183,9 @@ type processWorkers struct {
 }
 
 type workerProcess struct {
-	cmd    *exec.Cmd
-	logs   bytes.Buffer
-	mu     sync.Mutex
-	exited chan struct{}
-	err    error
+	proc *child.Process
+	logs bytes.Buffer
+	mu   sync.Mutex
 }
 
 func (p *workerProcess) Write(b []byte) (int, error) {
@@ -215,21 +212,19 @@ func startProcesses(_ context.Context, spec runSpec, binary string, n int, insta
 			"--http-addr", "127.0.0.1:0",
 		}
 		args = append(args, spec.tuning.workerFlags()...)
-		cmd := exec.Command(binary, args...)
-		// The worker's own environment variables must not change the
-		// run's settings.
-		cmd.Env = cleanEnv(os.Environ())
-		p := &workerProcess{cmd: cmd, exited: make(chan struct{})}
-		cmd.Stdout = io.Discard
-		cmd.Stderr = p
-		if err := cmd.Start(); err != nil {
+		p := &workerProcess{}
+		proc, err := child.Start(child.Config{
+			Name: fmt.Sprintf("worker process %d", i), Binary: binary, Args: args,
+			// The worker's own environment variables must not change the
+			// run's settings.
+			Env:    cleanEnv(os.Environ()),
+			Output: p,
+		})
+		if err != nil {
 			s.kill()
-			return nil, errors.Wrapf(err, "start worker process %s", binary)
+			return nil, err
 		}
-		go func() {
-			p.err = cmd.Wait()
-			close(p.exited)
-		}()
+		p.proc = proc
 		s.procs = append(s.procs, p)
 	}
 	return s, nil
@@ -249,10 +244,8 @@ func cleanEnv(env []string) []string {
 // exitedEarly returns an error when a worker process has exited.
 func (s *processWorkers) exitedEarly() error {
 	for i, p := range s.procs {
-		select {
-		case <-p.exited:
-			return errors.Newf("worker process %d exited early (%v); its log:\n%s", i, p.err, tail(p.logText(), 2000))
-		default:
+		if p.proc.Exited() {
+			return errors.Newf("worker process %d exited early (%s); its log:\n%s", i, p.proc.State(), tail(p.logText(), 2000))
 		}
 	}
 	return nil
@@ -276,34 +269,30 @@ func (s *processWorkers) counters() (counters, bool) { return s.final, s.done }
 func (s *processWorkers) cpu() (time.Duration, string) {
 	var total time.Duration
 	for _, p := range s.procs {
-		total += pidCPU(p.cmd.Process.Pid)
+		total += pidCPU(p.proc.Pid())
 	}
 	return total, "worker processes, /proc/<pid>/stat utime+stime"
 }
 
 func (s *processWorkers) kill() {
 	for _, p := range s.procs {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		p.proc.Kill()
 	}
 }
 
 func (s *processWorkers) stop() (counters, error) {
 	for _, p := range s.procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		p.proc.Signal(syscall.SIGTERM)
 	}
 	var errs []error
 	var total counters
 	for i, p := range s.procs {
-		select {
-		case <-p.exited:
-		case <-time.After(60 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
+		if !p.proc.Wait(60 * time.Second) {
+			p.proc.Kill()
 			errs = append(errs, errors.Newf("worker process %d did not stop within 60s of SIGTERM", i))
 		}
-		if p.err != nil {
-			errs = append(errs, errors.Wrapf(p.err, "worker process %d; its log:\n%s", i, tail(p.logText(), 2000)))
+		if err := p.proc.Err(); err != nil {
+			errs = append(errs, errors.Wrapf(err, "worker process %d; its log:\n%s", i, tail(p.logText(), 2000)))
 		}
 		c, ok := parseStopped(p.logText())
 		if !ok {

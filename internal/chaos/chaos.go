@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/commands"
+	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
 	"github.com/arbiter-cqrs/arbiter/internal/verify"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
@@ -310,10 +311,7 @@ func (r *run) admin() (*kadm.Client, func(), error) {
 func (r *run) createTopics(ctx context.Context, admin *kadm.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	results, err := admin.CreateTopics(ctx, r.cfg.Partitions, -1, nil, r.topics[:]...)
-	if err == nil {
-		err = results.Error()
-	}
+	_, err := topicadmin.Create(ctx, admin, topicadmin.Spec{Names: r.topics[:], Partitions: r.cfg.Partitions, ReplicationFactor: -1})
 	return errors.Wrapf(err, "create the run's topics %v", r.topics)
 }
 

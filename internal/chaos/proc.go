@@ -4,27 +4,23 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/child"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )
 
 // process is a child process whose output goes to a log file.
 type process struct {
+	*child.Process
 	name    string
-	cmd     *exec.Cmd
 	logPath string
-	done    chan struct{}
-	mu      sync.Mutex
-	stopped bool // SIGSTOPped and not yet continued
 }
 
 func startProcess(name, logPath string, env []string, binary string, args ...string) (*process, error) {
@@ -32,76 +28,24 @@ func startProcess(name, logPath string, env []string, binary string, args ...str
 	if err != nil {
 		return nil, errors.Wrapf(err, "open the log of %s", name)
 	}
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, errors.Wrapf(err, "start %s", name)
+	// The child gets its own copy of the descriptor.
+	defer logFile.Close()
+	proc, err := child.Start(child.Config{Name: name, Binary: binary, Args: args, Env: child.Environ(env...), Output: logFile})
+	if err != nil {
+		return nil, err
 	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &process{Process: proc, name: name, logPath: logPath}, nil
 }
 
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *process) signal(sig syscall.Signal) {
-	if p.exited() {
-		return
-	}
-	p.mu.Lock()
-	switch sig {
-	case syscall.SIGSTOP:
-		p.stopped = true
-	case syscall.SIGCONT:
-		p.stopped = false
-	}
-	p.mu.Unlock()
-	_ = p.cmd.Process.Signal(sig)
-}
-
-// wait waits up to timeout for the process to exit; it reports whether it
-// did.
-func (p *process) wait(timeout time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(timeout):
-		return false
-	}
-}
+func (p *process) pid() int                        { return p.Pid() }
+func (p *process) exited() bool                    { return p.Exited() }
+func (p *process) signal(sig syscall.Signal)       { p.Signal(sig) }
+func (p *process) wait(timeout time.Duration) bool { return p.Wait(timeout) }
+func (p *process) exitCode() int                   { return p.ExitCode() }
 
 // stop ends the process: SIGCONT (a stopped process cannot handle SIGTERM),
 // SIGTERM, then SIGKILL after timeout.
-func (p *process) stop(timeout time.Duration) {
-	p.signal(syscall.SIGCONT)
-	p.signal(syscall.SIGTERM)
-	if !p.wait(timeout) {
-		p.signal(syscall.SIGKILL)
-		p.wait(10 * time.Second)
-	}
-}
-
-func (p *process) exitCode() int {
-	if !p.exited() {
-		return -1
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
+func (p *process) stop(timeout time.Duration) { _ = p.Stop(timeout) }
 
 // tail returns the last lines of the process's log.
 func (p *process) tail(lines int) string {
@@ -131,7 +75,7 @@ type redisServer struct {
 }
 
 func startRedis(ctx context.Context, binary, dir string) (*redisServer, error) {
-	port, err := freePort()
+	port, err := freeport.Pick()
 	if err != nil {
 		return nil, err
 	}
@@ -168,15 +112,6 @@ func (r *redisServer) start(ctx context.Context) error {
 func (r *redisServer) restart(ctx context.Context) error {
 	r.proc.stop(30 * time.Second)
 	return r.start(ctx)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, errors.Wrap(err, "find a free port")
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // logf writes one line of the run's log.

@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/child"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )
@@ -47,8 +48,7 @@ type RedisServer struct {
 	tlsCert Certificate
 	logPath string
 
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
+	proc *child.Process // nil when stopped
 }
 
 // Timeouts of the redis-server process.
@@ -69,7 +69,7 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 	if options.Dir == "" {
 		options.Dir = t.TempDir()
 	}
-	port, err := freePort()
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatalf("find a free port for redis-server: %v", err)
 	}
@@ -80,7 +80,7 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 		logPath: filepath.Join(t.TempDir(), "redis.log"),
 	}
 	if options.TLS != nil {
-		if server.tlsPort, err = freePort(); err != nil {
+		if server.tlsPort, err = freeport.Pick(); err != nil {
 			t.Fatalf("find a free port for redis-server's TLS: %v", err)
 		}
 		server.tlsCert = options.TLS.Issue("redis")
@@ -94,17 +94,6 @@ func StartRedisServer(t testing.TB, options RedisServerOptions) *RedisServer {
 		t.Fatalf("start redis-server: %v", err)
 	}
 	return server
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before redis-server binds it; start then reports the bind error.
-func freePort() (int, error) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, errors.Wrap(err, "listen on 127.0.0.1:0")
-	}
-	defer listener.Close()
-	return listener.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Addr returns the server's host:port.
@@ -191,18 +180,11 @@ func (s *RedisServer) start() error {
 			"--tls-auth-clients", "yes",
 		)
 	}
-	cmd := exec.Command("redis-server", args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		return errors.Wrap(err, "run redis-server")
+	proc, err := child.Start(child.Config{Name: "redis-server", Binary: "redis-server", Output: logFile, Args: args})
+	if err != nil {
+		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // an exit status after SIGTERM/SIGKILL is expected
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
+	s.proc = proc
 
 	if err := s.awaitReady(); err != nil {
 		_ = s.stop()
@@ -227,8 +209,8 @@ func (s *RedisServer) awaitReady() error {
 			return nil
 		}
 		select {
-		case <-s.exited:
-			return errors.Wrapf(err, "exited before answering PING (%s)", s.cmd.ProcessState)
+		case <-s.proc.Done():
+			return errors.Wrapf(err, "exited before answering PING (%s)", s.proc.State())
 		case <-ctx.Done():
 			return errors.Wrapf(err, "no answer to PING after %s", redisStartTimeout)
 		case <-ticker.C:
@@ -263,30 +245,11 @@ func ping(ctx context.Context, addr string) error {
 }
 
 func (s *RedisServer) stop() error {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return nil
 	}
-	defer func() { s.cmd, s.exited = nil, nil }()
-	select {
-	case <-s.exited:
-		return nil
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return errors.Wrap(err, "send SIGTERM")
-	}
-	timer := time.NewTimer(redisStopTimeout)
-	defer timer.Stop()
-	select {
-	case <-s.exited:
-		return nil
-	case <-timer.C:
-	}
-	if err := s.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return errors.Wrap(err, "send SIGKILL")
-	}
-	<-s.exited
-	return errors.Newf("did not exit within %s of SIGTERM; killed it", redisStopTimeout)
+	defer func() { s.proc = nil }()
+	return s.proc.Stop(redisStopTimeout)
 }
 
 // logTail returns the end of the server's log, for error messages.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +69,7 @@ func StartSecuredKafka(t testing.TB) *SecuredKafka {
 	server := ca.Issue("kafka")
 	var ports [3]int
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = freeport.Pick(); err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
 	}

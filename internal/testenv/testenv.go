@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -221,11 +222,8 @@ func CreateTopics(t testing.TB, brokers []string, partitions int32, names ...str
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	responses, err := admin.CreateTopics(ctx, partitions, 1, nil, names...)
-	if err != nil {
-		t.Fatalf("create topics %v: %v", names, err)
-	}
-	// Register the cleanup before checking the results, so that the topics
+	_, err := topicadmin.Create(ctx, admin, topicadmin.Spec{Names: names, Partitions: partitions, ReplicationFactor: 1})
+	// Register the cleanup before checking the result, so that the topics
 	// that were created are deleted even if another one failed.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -238,13 +236,8 @@ func CreateTopics(t testing.TB, brokers []string, partitions int32, names ...str
 			t.Errorf("delete topics %v: %v", names, err)
 		}
 	})
-	for _, response := range responses.Sorted() {
-		if response.Err != nil {
-			t.Fatalf("create topic %s: %v", response.Topic, response.Err)
-		}
-	}
-	if err := waitForLeaders(ctx, admin, partitions, names); err != nil {
-		t.Fatalf("topics %v: %v", names, err)
+	if err != nil {
+		t.Fatalf("create topics %v: %v", names, err)
 	}
 }
 
@@ -258,49 +251,6 @@ func newAdmin(t testing.TB, brokers []string) *kadm.Client {
 	}
 	t.Cleanup(client.Close)
 	return kadm.NewClient(client)
-}
-
-// waitForLeaders polls the metadata until each topic has the expected
-// partitions, each with a leader: a topic that the controller has created
-// is not yet known to every broker, and producing to it too early fails with
-// UNKNOWN_TOPIC_OR_PARTITION. Kafka has no way to be told, so this polls.
-func waitForLeaders(ctx context.Context, admin *kadm.Client, partitions int32, names []string) error {
-	ticker := time.NewTicker(100 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		metadata, err := admin.Metadata(ctx, names...)
-		if err == nil {
-			err = allLed(metadata, partitions, names)
-		}
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Wrap(err, "partitions without a leader")
-		case <-ticker.C:
-		}
-	}
-}
-
-func allLed(metadata kadm.Metadata, partitions int32, names []string) error {
-	for _, name := range names {
-		topic, ok := metadata.Topics[name]
-		switch {
-		case !ok:
-			return errors.Newf("topic %s missing from metadata", name)
-		case topic.Err != nil:
-			return errors.Wrapf(topic.Err, "topic %s", name)
-		case int32(len(topic.Partitions)) != partitions:
-			return errors.Newf("topic %s has %d of %d partitions", name, len(topic.Partitions), partitions)
-		}
-		for _, partition := range topic.Partitions {
-			if partition.Err != nil || partition.Leader < 0 {
-				return errors.Newf("topic %s partition %d has no leader (%v)", name, partition.Partition, partition.Err)
-			}
-		}
-	}
-	return nil
 }
 
 // KafkaFeatures returns the finalized features of the cluster behind brokers

@@ -28,10 +28,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/arbiter-cqrs/arbiter/internal/stackprobe"
@@ -246,20 +246,14 @@ func createTopics(ctx context.Context, cfg config, stdout io.Writer) error {
 
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	responses, err := kadm.NewClient(client).CreateTopics(ctx, int32(cfg.partitions), 1, nil, cfg.createTopics...)
-	if err != nil {
-		return errors.Wrapf(err, "create topics %s", strings.Join(cfg.createTopics, ","))
+	result, err := topicadmin.Create(ctx, kadm.NewClient(client), topicadmin.Spec{
+		Names: cfg.createTopics, Partitions: int32(cfg.partitions), ReplicationFactor: 1, ExistingOK: true,
+	})
+	for _, topic := range result.Created {
+		fmt.Fprintf(stdout, "kafka: created topic %s with %d partitions\n", topic, cfg.partitions)
 	}
-	var problems []error
-	for _, response := range responses.Sorted() {
-		switch {
-		case response.Err == nil:
-			fmt.Fprintf(stdout, "kafka: created topic %s with %d partitions\n", response.Topic, response.NumPartitions)
-		case errors.Is(response.Err, kerr.TopicAlreadyExists):
-			fmt.Fprintf(stdout, "kafka: topic %s already exists\n", response.Topic)
-		default:
-			problems = append(problems, errors.Wrapf(response.Err, "create topic %s", response.Topic))
-		}
+	for _, topic := range result.Existing {
+		fmt.Fprintf(stdout, "kafka: topic %s already exists\n", topic)
 	}
-	return errors.Join(problems...)
+	return err
 }

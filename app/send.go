@@ -1,11 +1,10 @@
-package main
+package app
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/cockroachdb/errors"
+	"github.com/spf13/cobra"
 )
 
 // notAppliedError marks a send --wait in which some command was not applied
@@ -35,6 +35,9 @@ func (m metadataFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Type implements pflag.Value.
+func (m metadataFlag) Type() string { return "key=value" }
 
 func (m metadataFlag) Set(value string) error {
 	key, val, ok := strings.Cut(value, "=")
@@ -65,10 +68,18 @@ const sendUsage = `usage:
   arbiter send [flags] --aggregate ID --type TYPE --expected-version N [--payload JSON] [--metadata k=v]...
   arbiter send [flags] -f commands.jsonl     (one command JSON per line; -f - or a pipe reads stdin)`
 
-// runSend sends one command from flags, or many from a JSONL file or stdin.
-func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func (c *cli) sendCommand() *cobra.Command {
 	f := sendFlags{metadata: metadataFlag{}}
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "send",
+		Short: "send one command (--aggregate, --type, --expected-version, --payload) or many (-f file.jsonl, or stdin); --wait prints outcomes",
+		Long:  sendUsage,
+		Args:  cobra.NoArgs,
+		RunE: c.run(func(ctx context.Context, _ []string) error {
+			return runSend(ctx, f, c.stdout, c.stderr)
+		}),
+	}
+	fs := cmd.Flags()
 	f.register(fs)
 	fs.StringVar(&f.id, "id", "", "command ID (default: a new UUID); resend with the same ID to learn a command's outcome safely")
 	fs.StringVar(&f.aggregateID, "aggregate", "", "aggregate ID (also the record key)")
@@ -76,18 +87,17 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.expectedVersion, "expected-version", "", "the aggregate version you read: N >= 0 (0: must not exist), -1 any, -2 must exist (required)")
 	fs.StringVar(&f.payload, "payload", "", "command payload, JSON")
 	fs.Var(f.metadata, "metadata", "metadata key=value, carried to the events (repeatable)")
-	fs.StringVar(&f.file, "f", "", "send every command of a JSONL file, one command JSON per line; - reads stdin")
+	fs.StringVarP(&f.file, "f", "f", "", "send every command of a JSONL file, one command JSON per line; - reads stdin")
 	fs.BoolVar(&f.wait, "wait", false, "wait for each command's outcome and print it; exit code 5 if any was not applied")
-	fs.DurationVar(&f.waitTimeout, "wait-timeout", envDuration("ARBITER_WAIT_TIMEOUT", time.Minute), "with --wait: how long to wait for outcomes after the last command was sent (ARBITER_WAIT_TIMEOUT)")
+	bind(fs, &f.waitTimeout, "wait-timeout", "ARBITER_WAIT_TIMEOUT", time.Minute, "with --wait: how long to wait for outcomes after the last command was sent")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
-	fs.StringVar(&f.onConflict, "on-conflict", envString("ARBITER_ON_CONFLICT", ""), "strict (the default) or rebase: a stale command is decided again when nothing it depends on changed; with -f, for lines without their own onConflict (ARBITER_ON_CONFLICT)")
-	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", envInt("ARBITER_MAX_RECORD_BYTES", commands.DefaultMaxRecordBytes), "largest command sent; keep it at the workers' limit (ARBITER_MAX_RECORD_BYTES)")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("send takes no arguments, got %q\n%s", fs.Args(), sendUsage)
-	}
+	bind(fs, &f.onConflict, "on-conflict", "ARBITER_ON_CONFLICT", "", "strict (the default) or rebase: a stale command is decided again when nothing it depends on changed; with -f, for lines without their own onConflict")
+	bind(fs, &f.maxRecordBytes, "max-record-bytes", "ARBITER_MAX_RECORD_BYTES", commands.DefaultMaxRecordBytes, "largest command sent; keep it at the workers' limit")
+	return cmd
+}
+
+// runSend sends one command from flags, or many from a JSONL file or stdin.
+func runSend(ctx context.Context, f sendFlags, stdout, stderr io.Writer) error {
 	switch f.onConflict {
 	case "", commands.OnConflictStrict, commands.OnConflictRebase:
 	default:

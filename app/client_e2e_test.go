@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bufio"
@@ -38,6 +38,8 @@ type cliStack struct {
 	// security are flags added to every run: TLS, SASL and Redis ACL
 	// settings of a secured stack.
 	security []string
+	// binary is the CLI run; default: arbiterBinary.
+	binary string
 }
 
 func newCLIStack(t *testing.T, partitions int32) *cliStack {
@@ -50,6 +52,7 @@ func newCLIStack(t *testing.T, partitions int32) *cliStack {
 		topics:    testkit.Topics{Commands: name + "-commands", Events: name + "-events", Conflicts: name + "-conflicts"},
 		group:     name,
 		keyPrefix: name,
+		binary:    arbiterBinary,
 	}
 	testenv.CreateTopics(t, brokers, partitions, s.topics.Commands, s.topics.Events, s.topics.Conflicts)
 	t.Cleanup(func() { deleteKeys(t, redisURL, name) })
@@ -98,7 +101,7 @@ func (s *cliStack) flags() []string {
 func (s *cliStack) startWorker() *testkit.Process {
 	s.t.Helper()
 	s.workers++
-	return testkit.StartProcess(s.t, fmt.Sprintf("worker-%d", s.workers), arbiterBinary, nil,
+	return testkit.StartProcess(s.t, fmt.Sprintf("worker-%d", s.workers), s.binary, nil,
 		append([]string{"worker", "--group", s.group, "--session-timeout", "6s", "--transaction-timeout", "6s", "--log-format", "json", "--http-addr", "127.0.0.1:0"}, s.flags()...)...)
 }
 
@@ -118,8 +121,7 @@ type result struct {
 }
 
 // arbiter runs the CLI to its end with stdin (may be nil) and the stack's
-// flags right after the subcommand (Go's flag parsing stops at the first
-// argument that is not a flag).
+// flags right after the subcommand (they may come after arguments too).
 func (s *cliStack) arbiter(timeout time.Duration, stdin io.Reader, args ...string) result {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -129,7 +131,7 @@ func (s *cliStack) arbiter(timeout time.Duration, stdin io.Reader, args ...strin
 		command = 2 // topics create
 	}
 	argv := append(append(append([]string{}, args[:command]...), s.flags()...), args[command:]...)
-	cmd := exec.CommandContext(ctx, arbiterBinary, argv...)
+	cmd := exec.CommandContext(ctx, s.binary, argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
 	start := time.Now()

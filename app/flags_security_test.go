@@ -1,9 +1,9 @@
-package main
+package app
 
 import (
-	"flag"
-	"io"
 	"testing"
+
+	"github.com/spf13/cobra"
 
 	"github.com/arbiter-cqrs/arbiter/kafkaclient"
 	"github.com/arbiter-cqrs/arbiter/redisclient"
@@ -32,13 +32,17 @@ func TestSecurityFlagsFromEnvironment(t *testing.T) {
 		"ARBITER_REDIS_TLS_CERT_FILE":         "/redis-cert.pem",
 		"ARBITER_REDIS_TLS_KEY_FILE":          "/redis-key.pem",
 	}
-	for name, value := range env {
-		t.Setenv(name, value)
-	}
+	c := &cli{lookupEnv: func(name string) (string, bool) {
+		value, ok := env[name]
+		return value, ok
+	}}
 	var f commonFlags
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	f.register(fs)
-	if err := parse(fs, []string{"--kafka-sasl-username", "from-flag"}, io.Discard); err != nil {
+	cmd := &cobra.Command{Use: "test"}
+	f.register(cmd.Flags())
+	if err := cmd.Flags().Parse([]string{"--kafka-sasl-username", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.applyEnv(cmd); err != nil {
 		t.Fatal(err)
 	}
 	wantKafka := kafkaclient.Config{

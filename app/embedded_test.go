@@ -1,7 +1,6 @@
-package main
+package app
 
 import (
-	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -9,18 +8,18 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/commands"
+	"github.com/arbiter-cqrs/arbiter/internal/freeport"
 	"github.com/arbiter-cqrs/arbiter/internal/testkit"
 	"github.com/arbiter-cqrs/arbiter/processor"
 )
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return strconv.Itoa(port)
 }
 
 // TestEmbeddedWorker is the README's first command: a worker with no servers

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func needTool(t *testing.T, format string, args ...any) {
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(filepath.Dir(file), "..")
 }
 
 // foreignCommands returns JSONL lines for a product per aggregate (created

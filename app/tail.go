@@ -1,50 +1,61 @@
-package main
+package app
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
+	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 const tailUsage = "usage: arbiter tail events|conflicts [--json] [--aggregate ID] [--from-start] [--limit N] [--exit-at-end] [flags]"
 
+func (c *cli) tailCommand() *cobra.Command {
+	var f commonFlags
+	var opts tailOptions
+	cmd := &cobra.Command{
+		Use:       "tail events|conflicts",
+		Short:     "print events or conflict records as they come (--json, --aggregate, --from-start, --limit N, --exit-at-end)",
+		ValidArgs: []string{"events", "conflicts"},
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 || (args[0] != "events" && args[0] != "conflicts") {
+				return usagef("tail what? %q\n%s", args, tailUsage)
+			}
+			return nil
+		},
+		RunE: c.run(func(ctx context.Context, args []string) error {
+			return runTail(ctx, f, args[0], opts, c.stdout, c.stderr)
+		}),
+	}
+	fs := cmd.Flags()
+	f.register(fs)
+	fs.BoolVar(&opts.asJSON, "json", false, "print each record's JSON value, one per line")
+	fs.StringVar(&opts.aggregateID, "aggregate", "", "only the records of this aggregate")
+	fs.BoolVar(&opts.fromStart, "from-start", false, "start at the beginning of the topic (default: at its end, now)")
+	fs.IntVar(&opts.limit, "limit", 0, "exit after printing N records (0: no limit)")
+	fs.BoolVar(&opts.exitAtEnd, "exit-at-end", false, "exit once every partition is read up to where it ended when tail started")
+	return cmd
+}
+
+// tailOptions are tail's own flags.
+type tailOptions struct {
+	asJSON      bool
+	aggregateID string
+	fromStart   bool
+	limit       int
+	exitAtEnd   bool
+}
+
 // runTail prints the records of the events or conflicts topic, read with
 // read_committed, as they come.
-func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f commonFlags
-	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	f.register(fs)
-	asJSON := fs.Bool("json", false, "print each record's JSON value, one per line")
-	aggregateID := fs.String("aggregate", "", "only the records of this aggregate")
-	fromStart := fs.Bool("from-start", false, "start at the beginning of the topic (default: at its end, now)")
-	limit := fs.Int("limit", 0, "exit after printing N records (0: no limit)")
-	exitAtEnd := fs.Bool("exit-at-end", false, "exit once every partition is read up to where it ended when tail started")
-	// The topic may come before or after the flags.
-	var which string
-	if len(args) > 0 && (args[0] == "events" || args[0] == "conflicts") {
-		which, args = args[0], args[1:]
-	}
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if which == "" && fs.NArg() > 0 {
-		which = fs.Arg(0)
-		if err := parse(fs, fs.Args()[1:], stderr); err != nil {
-			return err
-		}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q\n%s", fs.Args(), tailUsage)
-	}
+func runTail(ctx context.Context, f commonFlags, which string, opts tailOptions, stdout, stderr io.Writer) error {
 	var topic string
 	switch which {
 	case "events":
@@ -54,17 +65,17 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	default:
 		return usagef("tail what? %q\n%s", which, tailUsage)
 	}
-	if *limit < 0 {
-		return usagef("--limit %d: give N >= 0", *limit)
+	if opts.limit < 0 {
+		return usagef("--limit %d: give N >= 0", opts.limit)
 	}
 	if err := f.checkTopics(ctx, topic); err != nil {
 		return err
 	}
-	opts, err := f.kafkaOpts()
+	clientOpts, err := f.kafkaOpts()
 	if err != nil {
 		return err
 	}
-	client, err := kgo.NewClient(append(opts,
+	client, err := kgo.NewClient(append(clientOpts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records tell where a partition ends when a transaction
 		// marker is its last record.
@@ -87,7 +98,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return &unreachableError{err: errors.Wrapf(err, "list the end offsets of topic %s; check --brokers", topic)}
 	}
 	starts := ends
-	if *fromStart {
+	if opts.fromStart {
 		if starts, err = admin.ListStartOffsets(listCtx, topic); err == nil {
 			err = starts.Error()
 		}
@@ -110,7 +121,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer func() { _ = out.Flush() }()
 	printed := 0
 	for {
-		if *exitAtEnd && len(remaining) == 0 {
+		if opts.exitAtEnd && len(remaining) == 0 {
 			return nil
 		}
 		fetches := client.PollFetches(ctx)
@@ -127,14 +138,14 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if end, ok := remaining[rec.Partition]; ok && rec.Offset+1 >= end {
 				delete(remaining, rec.Partition)
 			}
-			if rec.Attrs.IsControl() || (*aggregateID != "" && string(rec.Key) != *aggregateID) {
+			if rec.Attrs.IsControl() || (opts.aggregateID != "" && string(rec.Key) != opts.aggregateID) {
 				continue
 			}
-			if printErr = printRecord(out, which, rec, *asJSON); printErr != nil {
+			if printErr = printRecord(out, which, rec, opts.asJSON); printErr != nil {
 				return printErr
 			}
 			printed++
-			if *limit > 0 && printed >= *limit {
+			if opts.limit > 0 && printed >= opts.limit {
 				return nil
 			}
 		}
