@@ -20,8 +20,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/internal/topicadmin"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
