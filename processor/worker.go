@@ -187,6 +187,17 @@ type Worker struct {
 	log     *zap.Logger
 	decider *decider
 	stats   Stats
+	// generation is the amnesia marker's value the worker decides under;
+	// a rebuild writes a new one.
+	generation atomic.Pointer[string]
+}
+
+// currentGeneration returns the marker value the worker decides under.
+func (w *Worker) currentGeneration() string {
+	if g := w.generation.Load(); g != nil {
+		return *g
+	}
+	return ""
 }
 
 // lane is one of the worker's transactional sessions (Config.Concurrency).
@@ -195,6 +206,8 @@ type lane struct {
 	// forget lists the commands whose outcome records can be deleted: their
 	// transaction committed. Only the lane's goroutine touches it.
 	forget []versionstore.CommandRef
+	// recovery tells a Redis that went back in time.
+	recovery recovery
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -242,6 +255,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(w.startAfterDecisions),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
 	}
@@ -268,6 +282,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Int("concurrency", w.cfg.Concurrency),
 	)
 	if err := w.ensureInitialized(ctx); err != nil {
+		return err
+	}
+	if err := w.inspectTopics(ctx); err != nil {
 		return err
 	}
 	err := w.runLanes(ctx)
@@ -321,6 +338,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		err = w.runSession(ctx, sess, l)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		sess.Client().LeaveGroupContext(closeCtx)
+		if raiseErr := w.cfg.Store.RaiseCommitted(closeCtx, l.recovery.committed); raiseErr != nil {
+			w.log.Warn("cannot record the committed watermarks in redis", errorField(raiseErr))
+		} else {
+			clear(l.recovery.committed)
+		}
 		cancel()
 		sess.Close()
 		if err == nil {
@@ -344,6 +366,8 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 // ctx is cancelled and an error when the session must be replaced.
 func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession, l *lane) error {
 	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	// The partitions this session gets are checked again when first seen.
+	l.recovery.checked = make(map[int32]bool)
 	for {
 		fetches := sess.PollRecords(ctx, w.cfg.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -371,6 +395,9 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if err := sess.Begin(); err != nil {
 			return errors.Wrap(err, "begin transaction")
 		}
+		if generation := w.currentGeneration(); l.recovery.floors == nil || l.recovery.generation != generation {
+			l.recovery.reset(generation) // Redis was rebuilt: what was learnt of it is void
+		}
 		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond)}
 		params, produceErr := w.processBatch(batchCtx, sess, l, b)
 		commit := kgo.TryCommit
@@ -391,6 +418,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			// The outcome records are no longer needed for a replay; the
 			// next batch's load deletes them.
 			l.forget = b.forgettable(l.forget)
+			w.noteCommitted(l, b)
 		}
 		if committed {
 			w.stats.Committed.Add(1)
@@ -407,13 +435,16 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if err != nil {
 			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
 		}
+		if endedUnclearly(commit, committed, err) {
+			return errors.Newf("the transaction of a %d-record batch did not clearly commit; a new session fetches the committed offsets from the broker", len(records))
+		}
 		switch {
 		case errors.Is(produceErr, versionstore.ErrAmnesia):
 			// Holding the partitions while waiting keeps other workers from
 			// deciding against the empty Redis too; the group may still
 			// move them if the wait outlasts the rebalance timeout, and
 			// their new owner waits the same way.
-			w.waitForRebuild(ctx)
+			w.waitForRebuild(ctx, produceErr)
 		case produceErr != nil:
 			time.Sleep(backoff.next())
 		default:
@@ -428,12 +459,15 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, l *lane, b *batch) (BatchParams, error) {
 	records := b.records
 	params := BatchParams{Records: len(records)}
+	if err := w.checkTaken(ctx, l, b); err != nil {
+		return params, err
+	}
 	w.decider.decode(b)
 	aggregateIDs, refs := b.loadRequest()
 	if len(aggregateIDs) > 0 {
 		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
 		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
-			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget,
+			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget, Committed: l.recovery.committed,
 		})
 		cancel()
 		w.stats.RedisRoundTrips.Add(1)
@@ -441,6 +475,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
 		}
 		l.forget = l.forget[:0]
+		clear(l.recovery.committed)
 		var replays map[versionstore.CommandRef]versionstore.Outcome
 		if replayRefs := b.replayRefs(recorded); len(replayRefs) > 0 {
 			// Only after an aborted transaction: the outcomes decided then
@@ -456,6 +491,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 			return params, err
 		}
+		w.setWatermarks(l, b)
 		if len(b.changes) > 0 {
 			if w.cfg.Hooks.BeforeRedisCommit != nil {
 				w.cfg.Hooks.BeforeRedisCommit(ctx, BatchParams{Records: len(records), Applied: len(b.changes)})

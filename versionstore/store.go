@@ -92,6 +92,9 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	return &Store{client: client, opts: opts, cluster: cluster, now: time.Now}
 }
 
+// Options returns the store's options, defaults applied.
+func (s *Store) Options() Options { return s.opts }
+
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
@@ -216,7 +219,9 @@ func (s *Store) Initialized(ctx context.Context) (bool, error) {
 func (s *Store) Init(ctx context.Context) error {
 	pipe := s.client.Pipeline()
 	for _, key := range s.markerKeys() {
-		pipe.Set(ctx, key, time.Now().UTC().Format(time.RFC3339), 0)
+		// A new value each time: a worker waiting for a rebuild of a Redis
+		// that went back in time (marker still there) sees it change.
+		pipe.Set(ctx, key, time.Now().UTC().Format(time.RFC3339Nano), 0)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return errors.Wrap(err, "write the initialization marker")
@@ -290,6 +295,10 @@ type LoadRequest struct {
 	// Forget are commands whose outcome records are no longer needed (their
 	// transaction committed); they are deleted in the same round trip.
 	Forget []CommandRef
+	// Committed raises the committed watermarks (commands partition ->
+	// the offset after the last record whose outcome committed), in the
+	// same round trip.
+	Committed map[int32]int64
 }
 
 // Load reads, in one pipelined round trip, the given aggregates and the
@@ -305,7 +314,7 @@ func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandR
 func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggregate, map[CommandRef]Decision, error) {
 	aggregates := make(map[string]Aggregate, len(req.AggregateIDs))
 	decisions := make(map[CommandRef]Decision)
-	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 {
+	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 && len(req.Committed) == 0 {
 		return aggregates, decisions, nil
 	}
 	pipe := s.client.Pipeline()
@@ -346,6 +355,7 @@ func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggr
 	for _, ref := range req.Forget {
 		pipe.Unlink(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
 	}
+	s.raiseCommitted(ctx, pipe, req.Committed)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command decisions", len(req.AggregateIDs), len(req.Commands))
 	}

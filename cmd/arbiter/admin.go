@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/examples/product"
@@ -26,6 +27,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.register(fs)
 	partitions := fs.Int("partitions", envInt("ARBITER_PARTITIONS", 12), "partitions per topic (ARBITER_PARTITIONS)")
 	replication := fs.Int("replication-factor", envInt("ARBITER_REPLICATION_FACTOR", -1), "replication factor; -1 takes the broker default (ARBITER_REPLICATION_FACTOR)")
+	conflictsRetention := fs.Duration("conflicts-retention", envDuration("ARBITER_CONFLICTS_RETENTION", 7*24*time.Hour), "how long the conflicts topic keeps records; the events topic keeps every event (ARBITER_CONFLICTS_RETENTION)")
 	if err := parse(fs, args[1:], stderr); err != nil {
 		return err
 	}
@@ -41,13 +43,30 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	admin := kadm.NewClient(client)
 	createCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	results, err := admin.CreateTopics(createCtx, int32(*partitions), int16(*replication), nil, f.commandsTopic, f.eventsTopic, f.conflictsTopic)
-	if err != nil {
-		return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers", f.brokers)}
+	// The events topic is the source of truth rebuild-versions reads from
+	// offset 0: it must never delete an event.
+	retention := map[string]string{
+		f.commandsTopic:  "",
+		f.eventsTopic:    "-1",
+		f.conflictsTopic: strconv.FormatInt(conflictsRetention.Milliseconds(), 10),
+	}
+	var results []kadm.CreateTopicResponse
+	for _, topic := range []string{f.commandsTopic, f.eventsTopic, f.conflictsTopic} {
+		var configs map[string]*string
+		if value := retention[topic]; value != "" {
+			configs = map[string]*string{"retention.ms": &value}
+		}
+		created, err := admin.CreateTopics(createCtx, int32(*partitions), int16(*replication), configs, topic)
+		if err != nil {
+			return &unreachableError{err: errors.Wrapf(err, "kafka at %s does not answer; check --brokers", f.brokers)}
+		}
+		results = append(results, created.Sorted()...)
 	}
 	var failed error
-	for _, r := range results.Sorted() {
+	for _, r := range results {
 		switch {
+		case r.Err == nil && retention[r.Topic] != "":
+			printf(stdout, "created topic %s with %d partitions, retention.ms=%s\n", r.Topic, *partitions, retention[r.Topic])
 		case r.Err == nil:
 			printf(stdout, "created topic %s with %d partitions\n", r.Topic, *partitions)
 		case errors.Is(r.Err, kerr.TopicAlreadyExists):
@@ -99,6 +118,9 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("rebuild-versions", flag.ContinueOnError)
 	f.register(fs)
 	dryRun := fs.Bool("dry-run", false, "report mismatches without writing; exit code 4 when there are any")
+	group := fs.String("group", envString("ARBITER_GROUP", "arbiter"), "consumer group of the workers: must have no members, and its committed offsets say which decisions were published (ARBITER_GROUP)")
+	force := fs.Bool("force", false, "rebuild even while the workers' group has members (they are fenced off and wait)")
+	allowPartial := fs.Bool("allow-partial", false, "rebuild from an events topic whose first events retention deleted (versions and snapshots of those aggregates will be wrong)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -119,7 +141,8 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	report, err := processor.Rebuild(ctx, processor.RebuildConfig{
-		Brokers: f.brokerList(), EventsTopic: f.eventsTopic, Registry: registry, Store: store, DryRun: *dryRun, Logger: log,
+		Brokers: f.brokerList(), EventsTopic: f.eventsTopic, CommandsTopic: f.commandsTopic, Group: *group,
+		Force: *force, AllowPartial: *allowPartial, Registry: registry, Store: store, DryRun: *dryRun, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -134,7 +157,11 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *dryRun {
 		verb = "would rewrite"
 	}
-	printf(stdout, "read %d events of %d aggregates; %s %d aggregates\n", report.Events, report.Aggregates, verb, len(report.Mismatches))
+	for partition, deleted := range report.DeletedOffsets {
+		printf(stdout, "PARTIAL HISTORY: events partition %d lost its first %d records to retention\n", partition, deleted)
+	}
+	printf(stdout, "read %d events of %d aggregates; %s %d aggregates; dropped %d unpublished decisions and %d outcome records\n",
+		report.Events, report.Aggregates, verb, len(report.Mismatches), report.Forgotten.Decisions, report.Forgotten.Outcomes)
 	if *dryRun && len(report.Mismatches) > 0 {
 		return &foundError{msg: "redis differs from the events topic; run without --dry-run to rewrite it"}
 	}
