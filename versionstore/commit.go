@@ -18,10 +18,7 @@ import (
 // KEYS[1]      the aggregate hash
 // KEYS[2]      the amnesia marker of the aggregate's slot
 // KEYS[3..5]   the decision hashes of the time buckets before, of and after now
-// KEYS[6]      the decided watermarks of the aggregate's slot (a sorted set:
-//
-//	commands partition -> next offset after its last decision)
-//
+// KEYS[6]      the decided watermarks of the aggregate's slot (partition -> next offset)
 // KEYS[6+i]    the outcome key of the i-th command
 // ARGV[1]      the version the decision was made on
 // ARGV[2]      the new version
