@@ -119,6 +119,16 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	}
 	defer client.Close()
 	admin := kadm.NewClient(client)
+	starts, err := admin.ListStartOffsets(ctx, cfg.EventsTopic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return report, errors.Wrapf(err, "list the start offsets of topic %s", cfg.EventsTopic)
+	}
+	if err := checkHistory(cfg, starts, &report); err != nil {
+		return report, err
+	}
 	if !cfg.DryRun {
 		if err := checkGroupIdle(ctx, admin, cfg); err != nil {
 			return report, err
@@ -131,13 +141,6 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	}
 	ends, err := settledEnds(ctx, admin, cfg.EventsTopic, cfg.Logger)
 	if err != nil {
-		return report, err
-	}
-	starts, err := admin.ListStartOffsets(ctx, cfg.EventsTopic)
-	if err != nil {
-		return report, errors.Wrapf(err, "list the start offsets of topic %s", cfg.EventsTopic)
-	}
-	if err := checkHistory(cfg, starts, &report); err != nil {
 		return report, err
 	}
 	// After settledEnds: no transaction of a fenced worker can commit

@@ -282,9 +282,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Int("concurrency", w.cfg.Concurrency),
 	)
 	if err := w.ensureInitialized(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down while waiting
+		}
 		return err
 	}
 	if err := w.inspectTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	err := w.runLanes(ctx)
