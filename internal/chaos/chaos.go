@@ -42,9 +42,9 @@ const (
 	// marker intact): the workers must stop deciding, and the round
 	// recovers by stopping them, running rebuild-versions and starting them.
 	FaultRedisRollback = "redis-rollback"
-	FaultKafkaRestart = "kafka-restart" // restart the Kafka broker
-	FaultScaleUp      = "scale-up"      // start one more worker
-	FaultScaleDown    = "scale-down"    // stop a worker gracefully
+	FaultKafkaRestart  = "kafka-restart" // restart the Kafka broker
+	FaultScaleUp       = "scale-up"      // start one more worker
+	FaultScaleDown     = "scale-down"    // stop a worker gracefully
 )
 
 // AllFaults lists every fault kind.
