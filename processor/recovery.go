@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/commands"
@@ -29,6 +30,20 @@ type recovery struct {
 	floors     map[floorKey]int64
 	checked    map[int32]bool
 	committed  map[int32]int64
+	// assigned collects the partitions the group gave the session since
+	// the last batch; the client's callback goroutine adds to it.
+	mu       sync.Mutex
+	assigned []int32
+}
+
+// onAssigned is the session's OnPartitionsAssigned: a partition given again
+// is checked again, since another worker may have decided on it meanwhile.
+func (r *recovery) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, partitions := range assigned {
+		r.assigned = append(r.assigned, partitions...)
+	}
 }
 
 // reset forgets what was learnt about Redis: after a rebuild, or when the
@@ -50,6 +65,12 @@ var ErrLostDecision = errors.New("redis holds no decision for a command whose ou
 // record in between needed no decision (invalid records, duplicates). An
 // error wrapping versionstore.ErrAmnesia means Redis went back in time.
 func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
+	l.recovery.mu.Lock()
+	for _, partition := range l.recovery.assigned {
+		delete(l.recovery.checked, partition)
+	}
+	l.recovery.assigned = l.recovery.assigned[:0]
+	l.recovery.mu.Unlock()
 	first := make(map[int32]int64)
 	for _, rec := range b.records {
 		if l.recovery.checked[rec.Partition] {
@@ -335,6 +356,37 @@ func (w *Worker) inspectTopics(ctx context.Context) error {
 				w.log.Warn("the events topic deletes events after retention.ms; 'arbiter rebuild-versions' needs every event since the first: set retention.ms=-1",
 					zap.String("topic", w.cfg.EventsTopic), zap.String("retention_ms", *entry.Value))
 			}
+		}
+	}
+	return nil
+}
+
+// ErrWindowExceeded is returned when a command record older than the dedupe
+// window has no decision in Redis although Redis holds decisions of later
+// records of its partition: it may have been decided, its decision expired,
+// and deciding it now could decide it twice. The partition stalls on it;
+// run with a longer --dedupe-ttl than any outage, or skip the record by
+// hand once its outcome is known.
+var ErrWindowExceeded = errors.New("a command older than the dedupe window may have been decided already: its decision expired")
+
+// checkWindows refuses to decide, without a decision in Redis, a command
+// that is older than DedupeTTL and lies below a decided watermark the lane
+// knows: it was likely decided (its batch's transaction never committed)
+// and its decision has expired since.
+func (w *Worker) checkWindows(l *lane, b *batch, recorded map[versionstore.CommandRef]versionstore.Decision) error {
+	oldest := time.Now().Add(-w.cfg.Store.Options().DedupeTTL)
+	for i, cmd := range b.commands {
+		rec := b.records[i]
+		if b.invalid[i] != nil || !rec.Timestamp.Before(oldest) {
+			continue
+		}
+		if _, ok := recorded[versionstore.CommandRef{AggregateID: cmd.AggregateID, CommandID: cmd.ID}]; ok {
+			continue
+		}
+		floor := l.recovery.floors[floorKey{shard: w.cfg.Store.WatermarkShard(cmd.AggregateID), partition: rec.Partition}]
+		if rec.Offset < floor {
+			return errors.Wrapf(ErrWindowExceeded, "command %s of aggregate %s (partition %d, offset %d, produced %s) lies below the decided watermark %d",
+				cmd.ID, cmd.AggregateID, rec.Partition, rec.Offset, rec.Timestamp.UTC().Format(time.RFC3339), floor)
 		}
 	}
 	return nil

@@ -281,3 +281,31 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("the partial rebuild must report the deleted records, got %v", report.DeletedOffsets)
 	}
 }
+
+// TestWindowExceededStalls: a command record older than the dedupe window,
+// below the decided watermark and without a decision, may have been decided
+// before its decision expired: the partition stalls on it instead of
+// deciding it a second time.
+func TestWindowExceededStalls(t *testing.T) {
+	s := newStack(t, 1)
+	ctx := context.Background()
+	if err := s.store.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Redis holds decisions of partition 0 up to offset 100.
+	if err := s.store.Commit(ctx, []versionstore.Change{{AggregateID: "we-other", FromVersion: 0, ToVersion: 0, Partition: 0, NextOffset: 100,
+		Outcomes: []versionstore.Outcome{{CommandID: "we-other-1", Partition: 0, Offset: 99, Reason: "rejected"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	worker, _ := s.runWorker(s.group, nil)
+	old := testkit.CommandRecord(t, s.topics.Commands, productCommand(t, "we-old", "we-1", product.CreateProductType, 0, product.CreateProduct{Name: "Lamp", Price: 10, Stock: 1}))
+	old.Timestamp = time.Now().Add(-72 * time.Hour)
+	testkit.Produce(t, s.brokers, old)
+	time.Sleep(8 * time.Second) // a wrong decision would be published by now
+	if o, ok := s.out.Snapshot()["we-old"]; ok {
+		t.Fatalf("a command older than the dedupe window below the decided watermark was decided: %+v", o)
+	}
+	if worker.Stats().Aborted.Load() == 0 {
+		t.Fatal("the worker aborted no batch: it did not refuse the command")
+	}
+}

@@ -256,6 +256,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(w.startAfterDecisions),
+		kgo.OnPartitionsAssigned(l.recovery.onAssigned),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.WithLogger(kafkaLogger{log: w.log.Named("kafka")}),
 	}
@@ -482,6 +483,9 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		}
 		l.forget = l.forget[:0]
 		clear(l.recovery.committed)
+		if err := w.checkWindows(l, b, recorded); err != nil {
+			return params, err
+		}
 		var replays map[versionstore.CommandRef]versionstore.Outcome
 		if replayRefs := b.replayRefs(recorded); len(replayRefs) > 0 {
 			// Only after an aborted transaction: the outcomes decided then
