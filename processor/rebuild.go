@@ -350,13 +350,25 @@ func checkHistory(cfg RebuildConfig, starts kadm.ListedOffsets, report *RebuildR
 	return nil
 }
 
-// checkGroupIdle refuses to run while the group has members, unless Force.
+// checkGroupIdle refuses to run while the group has members that may be
+// deciding (the marker is there), unless Force.
 func checkGroupIdle(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) error {
 	described, err := admin.DescribeGroups(ctx, cfg.Group)
 	if err != nil {
 		return errors.Wrapf(err, "describe consumer group %s", cfg.Group)
 	}
 	if group, ok := described[cfg.Group]; ok && len(group.Members) > 0 {
+		initialized, err := cfg.Store.Initialized(ctx)
+		if err != nil {
+			return err
+		}
+		if !initialized {
+			// Without the marker no worker can decide: they wait for this
+			// rebuild.
+			cfg.Logger.Info("the workers' group has members, but redis has no initialization marker: they are waiting for this rebuild",
+				zap.String("group", cfg.Group), zap.Int("members", len(group.Members)))
+			return nil
+		}
 		if !cfg.Force {
 			return errors.Wrapf(ErrGroupActive, "group %s has %d members", cfg.Group, len(group.Members))
 		}

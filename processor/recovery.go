@@ -391,3 +391,21 @@ func (w *Worker) checkWindows(l *lane, b *batch, recorded map[versionstore.Comma
 	}
 	return nil
 }
+
+// fenceAfterRollback deletes the amnesia marker when the worker found Redis
+// went back in time (the marker survived that): every other worker stops
+// deciding too, at its next compare-and-set, even one that has not noticed,
+// and 'arbiter rebuild-versions' may run while they wait.
+func (w *Worker) fenceAfterRollback(ctx context.Context, cause error) {
+	var rollback *versionstore.RollbackError
+	if !errors.As(cause, &rollback) && !errors.Is(cause, ErrLostDecision) {
+		return
+	}
+	fenceCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+	defer cancel()
+	if err := w.cfg.Store.Fence(fenceCtx); err != nil {
+		w.log.Warn("cannot delete the initialization marker to stop the other workers", errorField(err))
+		return
+	}
+	w.log.Error("redis went back in time: deleted the initialization marker, so every worker stops deciding until 'arbiter rebuild-versions' ran", errorField(cause))
+}

@@ -447,6 +447,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		}
 		switch {
 		case errors.Is(produceErr, versionstore.ErrAmnesia):
+			w.fenceAfterRollback(batchCtx, produceErr)
 			// Holding the partitions while waiting keeps other workers from
 			// deciding against the empty Redis too; the group may still
 			// move them if the wait outlasts the rebalance timeout, and
