@@ -17,6 +17,9 @@
 //	                                    deleted once the outcome's Kafka transaction committed)
 //	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
 //	                                    (on Redis Cluster one per slot: <prefix>:{<slot tag>}:initialized)
+//	<prefix>:decided, <prefix>:committed sorted sets: the watermarks per commands partition
+//	                                    (see watermark.go; decided is per slot on Redis Cluster)
+//	<prefix>:settings                   hash: the DedupeTTL Redis was initialised with
 //
 // The prefix defaults to "arbiter". Command IDs are scoped per aggregate:
 // duplicate detection covers one aggregate's commands for at least DedupeTTL
@@ -28,7 +31,9 @@
 // without persistence, failed over to an empty replica) must not be decided
 // against, since every aggregate would look new. Every compare-and-set checks
 // the marker and fails with ErrAmnesia without it; Init writes it, after
-// rebuilding the versions from the events topic when there are any.
+// rebuilding the versions from the events topic when there are any. A Redis
+// that went back in time keeps its marker; the decided watermarks catch it
+// (RollbackError).
 package versionstore
 
 import (
