@@ -10,6 +10,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
@@ -273,6 +274,11 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 		if err != nil {
 			return report, err
 		}
+		if committed == nil {
+			if err := resetToEnds(ctx, admin, cfg); err != nil {
+				return report, err
+			}
+		}
 		// Redis now holds what the events topic says: workers waiting on a
 		// missing marker resume.
 		if err := cfg.Store.Init(ctx); err != nil {
@@ -380,14 +386,15 @@ func checkGroupIdle(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) 
 
 // committedOffsets returns the group's committed offsets on the commands
 // topic; a partition the group has no offset for falls back to Redis's
-// committed watermark.
+// committed watermark. nil: neither knows any offset (a --group other than
+// the workers', or both lost).
 func committedOffsets(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) (map[int32]int64, error) {
 	_, committed, err := cfg.Store.Watermarks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	fetched, err := admin.FetchOffsets(ctx, cfg.Group)
-	if err != nil {
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return nil, errors.Wrapf(err, "fetch the committed offsets of group %s", cfg.Group)
 	}
 	fetched.Each(func(o kadm.OffsetResponse) {
@@ -395,5 +402,26 @@ func committedOffsets(ctx context.Context, admin *kadm.Client, cfg RebuildConfig
 			committed[o.Partition] = o.At
 		}
 	})
+	if len(committed) == 0 {
+		cfg.Logger.Warn("the group has no committed offsets on the commands topic and redis no committed watermark: every decision is kept; if the workers run in another group, rebuild again with its --group",
+			zap.String("group", cfg.Group), zap.String("commands_topic", cfg.CommandsTopic))
+		return nil, nil
+	}
 	return committed, nil
+}
+
+// resetToEnds sets the watermarks to the commands topic's end offsets: with
+// no committed offset known, a worker must not take the commands before them
+// for ones whose decisions Redis went back in time on.
+func resetToEnds(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) error {
+	ends, err := admin.ListEndOffsets(ctx, cfg.CommandsTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return errors.Wrapf(err, "list the end offsets of topic %s", cfg.CommandsTopic)
+	}
+	offsets := make(map[int32]int64)
+	ends.Each(func(o kadm.ListedOffset) { offsets[o.Partition] = o.Offset })
+	return cfg.Store.ResetWatermarks(ctx, offsets)
 }

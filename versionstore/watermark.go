@@ -205,7 +205,10 @@ type ForgetReport struct {
 // and resets the watermarks to the committed offsets. A replay then finds no
 // decision for an unpublished outcome and decides the command again against
 // the rebuilt version, instead of publishing a version Redis no longer
-// holds. Run it with the workers fenced off.
+// holds. A nil committed means the offsets are unknown: every decision is
+// kept (a replay of an unpublished one then stalls on its missing outcome
+// records instead of deciding twice) and the watermarks are left alone (set
+// them with ResetWatermarks). Run it with the workers fenced off.
 func (s *Store) ForgetUnpublished(ctx context.Context, committed map[int32]int64) (ForgetReport, error) {
 	var report ForgetReport
 	var mu sync.Mutex
@@ -226,6 +229,9 @@ func (s *Store) ForgetUnpublished(ctx context.Context, committed map[int32]int64
 				mu.Lock()
 				report.Outcomes++
 				mu.Unlock()
+				continue
+			}
+			if committed == nil {
 				continue
 			}
 			fields, err := client.HGetAll(ctx, key).Result()
@@ -256,14 +262,15 @@ func (s *Store) ForgetUnpublished(ctx context.Context, committed map[int32]int64
 	} else {
 		err = scan(ctx, s.client)
 	}
-	if err != nil {
+	if err != nil || committed == nil {
 		return report, err
 	}
-	return report, s.resetWatermarks(ctx, committed)
+	return report, s.ResetWatermarks(ctx, committed)
 }
 
-// resetWatermarks sets every watermark to the committed offsets.
-func (s *Store) resetWatermarks(ctx context.Context, committed map[int32]int64) error {
+// ResetWatermarks sets every watermark (decided and committed, of every
+// slot) to the given offsets per commands partition. For rebuilds.
+func (s *Store) ResetWatermarks(ctx context.Context, committed map[int32]int64) error {
 	pipe := s.client.Pipeline()
 	pipe.Unlink(ctx, s.committedKey())
 	if s.cluster {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/arbiter-cqrs/arbiter/internal/testkit"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // rounds makes, for each aggregate, commands expecting versions from..to-1
@@ -153,5 +156,41 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTopicsCreateKeepsEveryEvent: 'arbiter topics create' makes the events
+// topic with retention.ms=-1 (rebuild-versions reads it from offset 0) and
+// the conflicts topic with the configured retention.
+func TestTopicsCreateKeepsEveryEvent(t *testing.T) {
+	brokers := testenv.Brokers(t)
+	name := testenv.Name(t, "")
+	topics := []string{name + "-commands", name + "-events", name + "-conflicts"}
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"topics", "create", "--brokers", brokers[0], "--partitions", "1",
+		"--commands-topic", topics[0], "--events-topic", topics[1], "--conflicts-topic", topics[2], "--conflicts-retention", "48h"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("topics create exited with %d: %s%s", code, stdout.String(), stderr.String())
+	}
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	admin := kadm.NewClient(client)
+	t.Cleanup(func() { _, _ = admin.DeleteTopics(context.Background(), topics...) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	configs, err := admin.DescribeTopicConfigs(ctx, topics[1], topics[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{topics[1]: "-1", topics[2]: "172800000"}
+	for _, config := range configs {
+		for _, entry := range config.Configs {
+			if entry.Key == "retention.ms" && (entry.Value == nil || *entry.Value != want[config.Name]) {
+				t.Errorf("topic %s has retention.ms=%v, want %s", config.Name, entry.Value, want[config.Name])
+			}
+		}
 	}
 }
