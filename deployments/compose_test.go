@@ -237,6 +237,11 @@ func TestTopicPartitionsAgree(t *testing.T) {
 			t.Errorf("%s: init does not create topic %s, which %s creates", composeFile, topic, stackScript)
 		}
 	}
+	// The events topic keeps every event: rebuild-versions reads it from
+	// offset 0.
+	if !regexp.MustCompile(`\bevents:-1\b`).MatchString(initCommand) || !strings.Contains(initCommand, `--config "retention.ms=${topic#*:}"`) {
+		t.Errorf("%s: init must create the events topic with retention.ms=-1: %q", composeFile, initCommand)
+	}
 	if !strings.Contains(initCommand, "--if-not-exists") {
 		t.Errorf("%s: init must create topics with --if-not-exists so that it can run again", composeFile)
 	}

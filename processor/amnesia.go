@@ -16,6 +16,21 @@ import (
 // empty (a fresh deployment); otherwise it has lost data, and the worker
 // waits for a rebuild. It returns nil when ctx ends while waiting.
 func (w *Worker) ensureInitialized(ctx context.Context) error {
+	if err := w.initialize(ctx); err != nil {
+		return err
+	}
+	if err := w.cfg.Store.CheckWindows(ctx); err != nil {
+		return err
+	}
+	generation, err := w.cfg.Store.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	w.generation.Store(&generation)
+	return nil
+}
+
+func (w *Worker) initialize(ctx context.Context) error {
 	ok, err := w.cfg.Store.Initialized(ctx)
 	if err != nil {
 		return errors.Wrap(err, "check redis")
@@ -40,7 +55,7 @@ func (w *Worker) ensureInitialized(ctx context.Context) error {
 		return err
 	}
 	if empty {
-		w.log.Info("initialising redis for arbiter: no marker yet and no events")
+		w.log.Info("initialising redis for arbiter: no marker yet and no events ever published")
 		return w.cfg.Store.Init(ctx)
 	}
 	// Another worker may have initialised a fresh deployment and published
@@ -49,7 +64,7 @@ func (w *Worker) ensureInitialized(ctx context.Context) error {
 	if ok, err := w.cfg.Store.Initialized(ctx); err != nil || ok {
 		return errors.Wrap(err, "check redis")
 	}
-	w.waitForRebuild(ctx, "")
+	w.waitForRebuild(ctx, "", nil)
 	return nil
 }
 
@@ -74,19 +89,22 @@ func (w *Worker) eventsTopicEmpty(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, errors.Wrapf(err, "list the offsets of topic %s", w.cfg.EventsTopic)
 	}
+	// An events topic whose records were all deleted (retention) is empty
+	// but not fresh: only one that never held a record is.
 	empty := true
 	ends.Each(func(end kadm.ListedOffset) {
-		if start, ok := starts.Lookup(end.Topic, end.Partition); !ok || start.Offset != end.Offset {
+		if start, ok := starts.Lookup(end.Topic, end.Partition); !ok || start.Offset != 0 || end.Offset != 0 {
 			empty = false
 		}
 	})
 	return empty, nil
 }
 
-// waitForRebuild blocks until the amnesia marker is back (written by
-// 'arbiter rebuild-versions') or ctx ends, saying why every 30 seconds.
-// transactionalID names the waiting session; empty before they start.
-func (w *Worker) waitForRebuild(ctx context.Context, transactionalID string) {
+// waitForRebuild blocks until 'arbiter rebuild-versions' wrote the amnesia
+// marker anew (a value other than the one the worker decided under) or ctx
+// ends, saying why every 30 seconds. transactionalID names the waiting
+// session (empty before they start); cause is what was found.
+func (w *Worker) waitForRebuild(ctx context.Context, transactionalID string, cause error) {
 	w.stats.AmnesiaWaits.Add(1)
 	w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: transactionalID, State: SessionWaitingForRebuild})
 	defer w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: transactionalID, State: SessionResumed})
@@ -94,7 +112,7 @@ func (w *Worker) waitForRebuild(ctx context.Context, transactionalID string) {
 	for {
 		if time.Since(said) >= 30*time.Second {
 			w.log.Error("processing stopped: "+versionstore.ErrAmnesia.Error()+"; the worker resumes by itself once the rebuild is done",
-				zap.String("events_topic", w.cfg.EventsTopic))
+				zap.String("events_topic", w.cfg.EventsTopic), zap.String("found", errorText(cause)))
 			said = time.Now()
 		}
 		select {
@@ -103,13 +121,25 @@ func (w *Worker) waitForRebuild(ctx context.Context, transactionalID string) {
 		case <-time.After(2 * time.Second):
 		}
 		ok, err := w.cfg.Store.Initialized(ctx)
+		var generation string
+		if err == nil && ok {
+			generation, err = w.cfg.Store.Generation(ctx)
+		}
 		if err != nil {
 			w.log.Warn("cannot check redis for the initialization marker", zap.String("error", err.Error()))
 			continue
 		}
-		if ok {
+		if ok && generation != w.currentGeneration() {
+			w.generation.Store(&generation)
 			w.log.Info("redis holds arbiter's data again; processing resumes")
 			return
 		}
 	}
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return "no initialization marker"
+	}
+	return err.Error()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -100,6 +101,9 @@ type decider struct {
 	// RecentPayloadBytes.
 	eventsSinceLimit   int
 	recentPayloadBytes int
+	// partitions is the commands topic's partition count, for checkPartition;
+	// 0 while unknown.
+	partitions atomic.Int32
 }
 
 // decode decodes every record; invalid ones are answered at once.
@@ -110,6 +114,9 @@ func (d *decider) decode(b *batch) {
 	parallel(len(b.records), func(i int) {
 		rec := b.records[i]
 		cmd, err := commands.Decode(rec.Key, rec.Value, d.maxRecordBytes)
+		if err == nil {
+			err = checkPartition(rec, cmd, d.partitions.Load())
+		}
 		b.commands[i] = cmd
 		if err != nil {
 			b.invalid[i] = err
@@ -334,9 +341,10 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			conflict.ActualVersion = events.Version(run.version)
 		}
 		out := d.conflict(b, i, conflict)
-		if reason != events.ReasonInvalid {
-			run.record(b, i, versionstore.Outcome{Reason: string(reason), Version: run.version, Records: out.records})
-		}
+		// An invalid payload is recorded too: a worker that takes the
+		// partition over tells a Redis that went back in time by finding
+		// no decision for a committed command (checkTaken).
+		run.record(b, i, versionstore.Outcome{Reason: string(reason), Version: run.version, Records: out.records})
 		return out
 	}
 

@@ -160,14 +160,17 @@ func (w *Worker) observeRedis(operation RedisOperation, start time.Time, err err
 // groupObserverOpts reports the session's assignments to the Observer. A
 // GroupTransactSession calls OnPartitionsAssigned after every join, with
 // nothing new as well, so "assigned" also means "in the group".
-func (w *Worker) groupObserverOpts(transactionalID string) []kgo.Opt {
+func (w *Worker) groupObserverOpts(transactionalID string, onAssigned func(context.Context, *kgo.Client, map[string][]int32)) []kgo.Opt {
 	report := func(state SessionState, assigned map[string][]int32) {
 		observation := SessionObservation{TransactionalID: transactionalID, State: state, Topic: w.cfg.CommandsTopic}
 		observation.Partitions = assigned[w.cfg.CommandsTopic]
 		w.cfg.Observer.ObserveSession(observation)
 	}
 	return []kgo.Opt{
-		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+		// One callback of each kind per client (the last option wins): the
+		// recovery check's is called from this one.
+		kgo.OnPartitionsAssigned(func(ctx context.Context, client *kgo.Client, assigned map[string][]int32) {
+			onAssigned(ctx, client, assigned)
 			report(SessionAssigned, assigned)
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {

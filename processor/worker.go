@@ -248,6 +248,17 @@ type Worker struct {
 	// producerBatchMaxBytes is the largest record batch produced, fitted to
 	// the output topics by fitRecordLimits.
 	producerBatchMaxBytes int
+	// generation is the amnesia marker's value the worker decides under;
+	// a rebuild writes a new one.
+	generation atomic.Pointer[string]
+}
+
+// currentGeneration returns the marker value the worker decides under.
+func (w *Worker) currentGeneration() string {
+	if g := w.generation.Load(); g != nil {
+		return *g
+	}
+	return ""
 }
 
 // lane is one of the worker's transactional sessions (Config.Concurrency).
@@ -258,6 +269,8 @@ type lane struct {
 	forget []versionstore.CommandRef
 	// aborts reports the session's aborted batches.
 	aborts abortReporter
+	// recovery tells a Redis that went back in time.
+	recovery recovery
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -310,11 +323,12 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(w.startAfterDecisions),
 		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
 		kgo.ClientID(defaultClientID),
 	}
-	opts = append(opts, w.groupObserverOpts(l.transactionalID)...)
+	opts = append(opts, w.groupObserverOpts(l.transactionalID, l.recovery.onAssigned)...)
 	opts = append(opts, w.cfg.KafkaOptions...)
 	if w.cfg.SessionKafkaOptions != nil {
 		opts = append(opts, w.cfg.SessionKafkaOptions(l.transactionalID)...)
@@ -341,6 +355,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Int("concurrency", w.cfg.Concurrency),
 	)
 	if err := w.ensureInitialized(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down while waiting
+		}
+		return err
+	}
+	if err := w.inspectTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	w.fitRecordLimits(ctx)
@@ -396,6 +419,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		err = w.runSession(ctx, sess, l)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		sess.Client().LeaveGroupContext(closeCtx)
+		if raiseErr := w.cfg.Store.RaiseCommitted(closeCtx, l.recovery.committed); raiseErr != nil {
+			w.log.Warn("cannot record the committed watermarks in redis", errorField(raiseErr))
+		} else {
+			clear(l.recovery.committed)
+		}
 		cancel()
 		sess.Close()
 		w.cfg.Observer.ObserveSession(SessionObservation{TransactionalID: l.transactionalID, State: SessionClosed})
@@ -420,6 +448,8 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 // ctx is cancelled and an error when the session must be replaced.
 func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession, l *lane) error {
 	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	// The partitions this session gets are checked again when first seen.
+	l.recovery.checked = make(map[int32]bool)
 	for {
 		fetches := sess.PollRecords(ctx, w.cfg.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -455,6 +485,9 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			endTrace(BatchParams{Records: len(records)}, err)
 			return errors.Wrap(err, "begin transaction")
 		}
+		if generation := w.currentGeneration(); l.recovery.floors == nil || l.recovery.generation != generation {
+			l.recovery.reset(generation) // Redis was rebuilt: what was learnt of it is void
+		}
 		b := &batch{records: records, now: time.Now().UTC().Truncate(time.Millisecond), produceStart: time.Now()}
 		params, produceErr := w.processBatch(batchCtx, sess, l, b)
 		commit := kgo.TryCommit
@@ -475,6 +508,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			// The outcome records are no longer needed for a replay; the
 			// next batch's load deletes them.
 			l.forget = b.forgettable(l.forget)
+			w.noteCommitted(l, b)
 		}
 		if committed {
 			w.stats.Committed.Add(1)
@@ -493,13 +527,17 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		if err != nil {
 			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
 		}
+		if endedUnclearly(commit, committed, err) {
+			return errors.Newf("the transaction of a %d-record batch did not clearly commit; a new session fetches the committed offsets from the broker", len(records))
+		}
 		switch {
 		case errors.Is(produceErr, versionstore.ErrAmnesia):
+			w.fenceAfterRollback(batchCtx, produceErr)
 			// Holding the partitions while waiting keeps other workers from
 			// deciding against the empty Redis too; the group may still
 			// move them if the wait outlasts the rebalance timeout, and
 			// their new owner waits the same way.
-			w.waitForRebuild(ctx, l.transactionalID)
+			w.waitForRebuild(ctx, l.transactionalID, produceErr)
 		case produceErr != nil:
 			time.Sleep(backoff.next())
 		default:
@@ -514,13 +552,16 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, l *lane, b *batch) (BatchParams, error) {
 	records := b.records
 	params := BatchParams{Records: len(records)}
+	if err := w.checkTaken(ctx, l, b); err != nil {
+		return params, err
+	}
 	w.decider.decode(b)
 	aggregateIDs, refs := b.loadRequest()
 	if len(aggregateIDs) > 0 {
 		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
 		start := time.Now()
 		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
-			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget,
+			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget, Committed: l.recovery.committed,
 		})
 		cancel()
 		w.observeRedis(RedisLoad, start, err)
@@ -529,6 +570,10 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
 		}
 		l.forget = l.forget[:0]
+		clear(l.recovery.committed)
+		if err := w.checkWindows(l, b, recorded); err != nil {
+			return params, err
+		}
 		var replays map[versionstore.CommandRef]versionstore.Outcome
 		if replayRefs := b.replayRefs(recorded); len(replayRefs) > 0 {
 			// Only after an aborted transaction: the outcomes decided then
@@ -549,6 +594,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
 			return params, err
 		}
+		w.setWatermarks(l, b)
 		if len(b.changes) > 0 {
 			if w.cfg.Hooks.BeforeRedisCommit != nil {
 				w.cfg.Hooks.BeforeRedisCommit(ctx, BatchParams{Records: len(records), Applied: len(b.changes)})

@@ -18,52 +18,66 @@ import (
 // KEYS[1]      the aggregate hash
 // KEYS[2]      the amnesia marker of the aggregate's slot
 // KEYS[3..5]   the decision hashes of the time buckets before, of and after now
-// KEYS[5+i]    the outcome key of the i-th command (i = 1..n)
-// KEYS[6+n]    the aggregate's recent-events list (the last key)
+// KEYS[6]      the decided watermarks of the aggregate's slot (partition -> next offset)
+// KEYS[6+i]    the outcome key of the i-th command (i = 1..n)
+// KEYS[7+n]    the aggregate's recent-events list (the last key)
 // ARGV[1]      the version the decision was made on
 // ARGV[2]      the new version
 // ARGV[3]      the aggregate type
 // ARGV[4]      the new state snapshot
 // ARGV[5]      the outcome TTL in milliseconds
 // ARGV[6]      when the current bucket's decision hash expires (Unix ms)
-// ARGV[6+3i-2] the i-th command's ID
-// ARGV[6+3i-1] its encoded decision
-// ARGV[6+3i]   its encoded outcome
-// ARGV[7+3n]   how many entries the recent-events list keeps
-// ARGV[8+3n..] the applied events' encoded recent-events entries, in order
+// ARGV[7]      the commands partition of the decided records
+// ARGV[8]      the next offset after the last of them ("0": none)
+// ARGV[9]      the watermark Redis must hold for that partition ("0": none)
+// ARGV[9+3i-2] the i-th command's ID
+// ARGV[9+3i-1] its encoded decision
+// ARGV[9+3i]   its encoded outcome
+// ARGV[10+3n]  how many entries the recent-events list keeps
+// ARGV[11+3n..] the applied events' encoded recent-events entries, in order
 //
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
-// moved, {2, i} when the i-th command was already decided, and {3, 0} when the
-// marker is missing.
+// moved, {2, i} when the i-th command was already decided, {3, 0} when the
+// marker is missing, and {4, heldWatermark} when Redis holds a lower
+// watermark than ARGV[9]: it went back in time.
 var commitScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {3, 0}
+end
+if ARGV[9] ~= '0' then
+  local held = tonumber(redis.call('ZSCORE', KEYS[6], ARGV[7]) or '0')
+  if held < tonumber(ARGV[9]) then
+    return {4, held}
+  end
 end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then
   return {0, tonumber(current)}
 end
-local n = #KEYS - 6
+local n = #KEYS - 7
 for i = 1, n do
-  local id = ARGV[6 + 3 * i - 2]
+  local id = ARGV[9 + 3 * i - 2]
   if redis.call('HEXISTS', KEYS[3], id) == 1 or redis.call('HEXISTS', KEYS[4], id) == 1 or redis.call('HEXISTS', KEYS[5], id) == 1 then
     return {2, i}
   end
 end
 if ARGV[2] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3], 's', ARGV[4])
-  local first = 8 + 3 * n
+  local first = 11 + 3 * n
   if #ARGV >= first then
     redis.call('RPUSH', KEYS[#KEYS], unpack(ARGV, first, #ARGV))
     redis.call('LTRIM', KEYS[#KEYS], -tonumber(ARGV[first - 1]), -1)
   end
 end
 for i = 1, n do
-  redis.call('HSET', KEYS[4], ARGV[6 + 3 * i - 2], ARGV[6 + 3 * i - 1])
-  redis.call('SET', KEYS[5 + i], ARGV[6 + 3 * i], 'PX', ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[9 + 3 * i - 2], ARGV[9 + 3 * i - 1])
+  redis.call('SET', KEYS[6 + i], ARGV[9 + 3 * i], 'PX', ARGV[5])
 end
 if n > 0 then
   redis.call('PEXPIREAT', KEYS[4], ARGV[6])
+  if ARGV[8] ~= '0' then
+    redis.call('ZADD', KEYS[6], 'GT', ARGV[8], ARGV[7])
+  end
 end
 return {1, tonumber(ARGV[2])}
 `)
@@ -88,6 +102,17 @@ type Change struct {
 	// recent-events list; the store keeps the last Options.RecentEvents of
 	// them and drops payloads over Options.RecentPayloadBytes.
 	Events []RecentEvent
+	// Partition is the commands partition the outcomes' records came
+	// from, and NextOffset the offset after the last of them: the script
+	// raises the partition's decided watermark in the aggregate's slot to
+	// it. 0: the watermark is left alone.
+	Partition  int32
+	NextOffset int64
+	// Floor is the decided watermark Redis must hold for Partition in the
+	// aggregate's slot: the worker saw it there, or wrote it itself. A
+	// lower one means Redis went back in time, and nothing is written
+	// (a *RollbackError). 0: not checked.
+	Floor int64
 }
 
 // ErrFenced is returned by Commit when an aggregate was no longer at the
@@ -142,9 +167,10 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 		// least DedupeTTL, at most twice that.
 		expireAt := strconv.FormatInt((bucket+2)*bucketWidth, 10)
 		k := make([]string, 0, 6+len(change.Outcomes))
-		a := make([]any, 0, 8+3*len(change.Outcomes)+len(change.Events))
+		a := make([]any, 0, 10+3*len(change.Outcomes)+len(change.Events))
 		k = append(k, s.aggregateKey(change.AggregateID), s.markerKey(change.AggregateID))
 		k = append(k, decisionKeys[:]...)
+		k = append(k, s.watermarkKey(change.AggregateID))
 		a = append(a,
 			strconv.FormatInt(change.FromVersion, 10),
 			strconv.FormatInt(change.ToVersion, 10),
@@ -152,6 +178,9 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 			change.State,
 			outcomeTTL,
 			expireAt,
+			strconv.FormatInt(int64(change.Partition), 10),
+			strconv.FormatInt(max(change.NextOffset, 0), 10),
+			strconv.FormatInt(max(change.Floor, 0), 10),
 		)
 		for _, outcome := range change.Outcomes {
 			k = append(k, s.outcomeKey(change.AggregateID, outcome.CommandID))
@@ -168,6 +197,7 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 	}
 	var fenced []error
 	amnesia := 0
+	var firstAmnesia error
 	for attempt := 0; len(pending) > 0; attempt++ {
 		pipe := s.client.Pipeline()
 		results := make([]*redis.Cmd, len(pending))
@@ -187,6 +217,9 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 			}
 			if err := fencedResult(changes[i], results[j].Val()); err != nil {
 				if errors.Is(err, ErrAmnesia) {
+					if amnesia == 0 {
+						firstAmnesia = err
+					}
 					amnesia++
 					continue
 				}
@@ -210,7 +243,7 @@ func (s *Store) Commit(ctx context.Context, changes []Change) error {
 		pending = noScript
 	}
 	if amnesia > 0 {
-		return errors.Wrapf(ErrAmnesia, "%d of %d aggregates refused", amnesia, len(changes))
+		return errors.Wrapf(firstAmnesia, "%d of %d aggregates refused", amnesia, len(changes))
 	}
 	return errors.Join(fenced...)
 }
@@ -233,6 +266,8 @@ func fencedResult(change Change, val any) error {
 		return &FencedError{AggregateID: change.AggregateID, ExpectedVersion: change.FromVersion, ActualVersion: detail}
 	case 3:
 		return errors.Wrapf(ErrAmnesia, "aggregate %s", change.AggregateID)
+	case 4:
+		return &RollbackError{AggregateID: change.AggregateID, Partition: change.Partition, Held: detail, Expected: change.Floor}
 	case 2:
 		commandID := ""
 		if detail >= 1 && int(detail) <= len(change.Outcomes) {

@@ -20,6 +20,9 @@
 //	                                    deleted once the outcome's Kafka transaction committed)
 //	<prefix>:initialized                string: the marker that this Redis holds Arbiter's data
 //	                                    (on Redis Cluster one per slot: <prefix>:{<slot tag>}:initialized)
+//	<prefix>:decided, <prefix>:committed sorted sets: the watermarks per commands partition
+//	                                    (see watermark.go; decided is per slot on Redis Cluster)
+//	<prefix>:settings                   hash: the DedupeTTL Redis was initialised with
 //
 // The prefix defaults to "arbiter". Command IDs are scoped per aggregate:
 // duplicate detection covers one aggregate's commands for at least DedupeTTL
@@ -31,7 +34,9 @@
 // without persistence, failed over to an empty replica) must not be decided
 // against, since every aggregate would look new. Every compare-and-set checks
 // the marker and fails with ErrAmnesia without it; Init writes it, after
-// rebuilding the versions from the events topic when there are any.
+// rebuilding the versions from the events topic when there are any. A Redis
+// that went back in time keeps its marker; the decided watermarks catch it
+// (RollbackError).
 package versionstore
 
 import (
@@ -240,7 +245,9 @@ func (s *Store) Initialized(ctx context.Context) (bool, error) {
 func (s *Store) Init(ctx context.Context) error {
 	pipe := s.client.Pipeline()
 	for _, key := range s.markerKeys() {
-		pipe.Set(ctx, key, time.Now().UTC().Format(time.RFC3339), 0)
+		// A new value each time: a worker waiting for a rebuild of a Redis
+		// that went back in time (marker still there) sees it change.
+		pipe.Set(ctx, key, time.Now().UTC().Format(time.RFC3339Nano), 0)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return errors.Wrap(err, "write the initialization marker")
@@ -314,6 +321,10 @@ type LoadRequest struct {
 	// Forget are commands whose outcome records are no longer needed (their
 	// transaction committed); they are deleted in the same round trip.
 	Forget []CommandRef
+	// Committed raises the committed watermarks (commands partition ->
+	// the offset after the last record whose outcome committed), in the
+	// same round trip.
+	Committed map[int32]int64
 }
 
 // Load reads, in one pipelined round trip, the given aggregates and the
@@ -329,7 +340,7 @@ func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandR
 func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggregate, map[CommandRef]Decision, error) {
 	aggregates := make(map[string]Aggregate, len(req.AggregateIDs))
 	decisions := make(map[CommandRef]Decision)
-	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 {
+	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 && len(req.Committed) == 0 {
 		return aggregates, decisions, nil
 	}
 	pipe := s.client.Pipeline()
@@ -370,6 +381,7 @@ func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggr
 	for _, ref := range req.Forget {
 		pipe.Unlink(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
 	}
+	s.raiseCommitted(ctx, pipe, req.Committed)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command decisions", len(req.AggregateIDs), len(req.Commands))
 	}

@@ -15,13 +15,14 @@ import (
 // whose outcomes show every worker is assigned and has run a transaction.
 const warmupPrefix = "warmup-"
 
-// loadgen produces the workload's command records, partitioned by aggregate
-// (aggregate index modulo the partition count, which is as even as a hash
-// and costs nothing).
+// loadgen produces the workload's command records, each on its key's
+// murmur2 partition (the workers refuse a record on any other), computed
+// once per aggregate.
 type loadgen struct {
 	client     *kgo.Client
 	topic      string
 	partitions int32
+	hash       kgo.TopicPartitioner
 	produced   atomic.Int64
 	mu         sync.Mutex
 	err        error
@@ -41,7 +42,13 @@ func newLoadgen(brokers []string, topic string, partitions int32, linger time.Du
 	if err != nil {
 		return nil, errors.Wrap(err, "create the load generator's producer")
 	}
-	return &loadgen{client: client, topic: topic, partitions: partitions}, nil
+	return &loadgen{client: client, topic: topic, partitions: partitions, hash: kgo.StickyKeyPartitioner(nil).ForTopic(topic)}, nil
+}
+
+// partitionOf returns the murmur2 partition of a key, as the Java client
+// and franz-go's default partitioner put it.
+func (g *loadgen) partitionOf(key []byte) int32 {
+	return int32(g.hash.Partition(&kgo.Record{Key: key}, int(g.partitions)))
 }
 
 func (g *loadgen) promise(r *kgo.Record, err error) {
@@ -63,7 +70,11 @@ func (g *loadgen) firstErr() error {
 // warmup produces one CreateProduct command to each partition.
 func (g *loadgen) warmup(ctx context.Context) error {
 	for p := range g.partitions {
+		// The first warm-up ID whose key hashes to p.
 		id := warmupPrefix + strconv.Itoa(int(p))
+		for n := 0; g.partitionOf([]byte(id)) != p; n++ {
+			id = warmupPrefix + strconv.Itoa(int(p)) + "-" + strconv.Itoa(n)
+		}
 		value := `{"id":"` + id + `","aggregateId":"` + id + `","type":"CreateProduct","expectedVersion":0,"payload":{"name":"warm-up","price":1,"stock":1}}`
 		g.client.Produce(ctx, &kgo.Record{Topic: g.topic, Partition: p, Key: []byte(id), Value: []byte(value)}, g.promise)
 	}
@@ -78,9 +89,13 @@ func (g *loadgen) warmup(ctx context.Context) error {
 // given to mark.
 func (g *loadgen) run(ctx context.Context, w *workload, rate float64, clk *clock, mark func(seq int, at time.Duration)) error {
 	n := len(w.values)
+	partitionOf := make([]int32, len(w.keys))
+	for a, key := range w.keys {
+		partitionOf[a] = g.partitionOf(key)
+	}
 	record := func(seq int) *kgo.Record {
 		a := w.aggregate[seq]
-		return &kgo.Record{Topic: g.topic, Partition: a % g.partitions, Key: w.keys[a], Value: w.values[seq]}
+		return &kgo.Record{Topic: g.topic, Partition: partitionOf[a], Key: w.keys[a], Value: w.values[seq]}
 	}
 	if rate <= 0 {
 		for seq := range n {

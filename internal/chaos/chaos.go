@@ -41,13 +41,17 @@ const (
 	FaultKillInGap    = "kill-in-gap"   // a worker exits between the Redis compare-and-set and the commit
 	FaultStall        = "stall"         // SIGSTOP a worker past its session timeout, then SIGCONT
 	FaultRedisRestart = "redis-restart" // restart redis-server (AOF on)
-	FaultKafkaRestart = "kafka-restart" // restart the Kafka broker
-	FaultScaleUp      = "scale-up"      // start one more worker
-	FaultScaleDown    = "scale-down"    // stop a worker gracefully
+	// FaultRedisRollback restores an older snapshot of redis-server (its
+	// marker intact): the workers must stop deciding, and the round
+	// recovers by stopping them, running rebuild-versions and starting them.
+	FaultRedisRollback = "redis-rollback"
+	FaultKafkaRestart  = "kafka-restart" // restart the Kafka broker
+	FaultScaleUp       = "scale-up"      // start one more worker
+	FaultScaleDown     = "scale-down"    // stop a worker gracefully
 )
 
 // AllFaults lists every fault kind.
-var AllFaults = []string{FaultKill, FaultKillInGap, FaultStall, FaultRedisRestart, FaultKafkaRestart, FaultScaleUp, FaultScaleDown}
+var AllFaults = []string{FaultKill, FaultKillInGap, FaultStall, FaultRedisRestart, FaultRedisRollback, FaultKafkaRestart, FaultScaleUp, FaultScaleDown}
 
 // Config configures a run. Zero fields take the defaults noted.
 type Config struct {
@@ -547,6 +551,8 @@ func (r *run) inject(ctx context.Context, kind string) {
 			return
 		}
 		r.record(kind, "redis-server restarted with its AOF in %s", time.Since(began).Round(time.Millisecond))
+	case FaultRedisRollback:
+		r.rollbackRedis(ctx, kind)
 	case FaultKafkaRestart:
 		if len(r.cfg.KafkaRestart) == 0 {
 			r.logf("skipping %s: no restart command (--kafka-restart-cmd)", kind)

@@ -85,10 +85,13 @@ func startRedis(ctx context.Context, binary, dir string) (*redisServer, error) {
 
 func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
 
-func (r *redisServer) start(ctx context.Context) error {
+func (r *redisServer) start(ctx context.Context) error { return r.startWith(ctx, "yes") }
+
+// startWith starts redis-server with appendonly set to appendOnly.
+func (r *redisServer) startWith(ctx context.Context, appendOnly string) error {
 	proc, err := startProcess("redis-server", filepath.Join(r.dir, "redis.log"), nil, r.binary,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(r.port), "--dir", r.dir,
-		"--appendonly", "yes", "--appendfsync", "always", "--save", "")
+		"--appendonly", appendOnly, "--appendfsync", "always", "--save", "")
 	if err != nil {
 		return errors.Wrap(err, "start redis-server (install it: apt-get install redis-server)")
 	}

@@ -139,6 +139,19 @@ func (s *RedisServer) Stop() {
 	}
 }
 
+// Start starts a stopped server again on the same port with the same
+// directory: it loads the AOF (with AOF on) or else a dump.rdb found there,
+// so a test can put an older snapshot back between Stop and Start.
+func (s *RedisServer) Start() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("start redis-server on port %d: %v", s.port, err)
+	}
+}
+
+// Dir returns the server's working directory (where SAVE writes dump.rdb).
+func (s *RedisServer) Dir() string { return s.options.Dir }
+
 // Restart stops the server and starts it again on the same port with the
 // same directory, so that with AOF on it reloads its data.
 func (s *RedisServer) Restart() {

@@ -5,6 +5,7 @@ package topicadmin
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -28,6 +29,10 @@ type Spec struct {
 	// ExistingOK accepts topics that already exist (their partitions are
 	// left as they are); otherwise an existing topic is an error.
 	ExistingOK bool
+	// Configs are the topic configurations of new topics, by topic name
+	// (e.g. "retention.ms"); topics without an entry take the broker's
+	// defaults.
+	Configs map[string]map[string]string
 }
 
 // Result lists what Create did.
@@ -41,12 +46,25 @@ type Result struct {
 // others fail; the error names each failure.
 func Create(ctx context.Context, admin *kadm.Client, spec Spec) (Result, error) {
 	var result Result
-	responses, err := admin.CreateTopics(ctx, spec.Partitions, spec.ReplicationFactor, nil, spec.Names...)
-	if err != nil {
-		return result, errors.Mark(errors.Wrapf(err, "create topics %v", spec.Names), ErrNoAnswer)
+	var responses []kadm.CreateTopicResponse
+	// One request per distinct configuration: CreateTopics takes one set
+	// of configs for all the topics of a request.
+	for _, names := range groupByConfig(spec) {
+		var configs map[string]*string
+		for key, value := range spec.Configs[names[0]] {
+			if configs == nil {
+				configs = make(map[string]*string)
+			}
+			configs[key] = &value
+		}
+		created, err := admin.CreateTopics(ctx, spec.Partitions, spec.ReplicationFactor, configs, names...)
+		if err != nil {
+			return result, errors.Mark(errors.Wrapf(err, "create topics %v", names), ErrNoAnswer)
+		}
+		responses = append(responses, created.Sorted()...)
 	}
 	var problems []error
-	for _, response := range responses.Sorted() {
+	for _, response := range responses {
 		switch {
 		case response.Err == nil:
 			result.Created = append(result.Created, response.Topic)
@@ -62,6 +80,26 @@ func Create(ctx context.Context, admin *kadm.Client, spec Spec) (Result, error) 
 		return result, err
 	}
 	return result, WaitForLeaders(ctx, admin, spec.Partitions, result.Created...)
+}
+
+// groupByConfig splits spec.Names into groups of topics with the same
+// configuration, in the order of their first name.
+func groupByConfig(spec Spec) [][]string {
+	var groups [][]string
+	for _, name := range spec.Names {
+		placed := false
+		for i, group := range groups {
+			if maps.Equal(spec.Configs[group[0]], spec.Configs[name]) {
+				groups[i] = append(groups[i], name)
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			groups = append(groups, []string{name})
+		}
+	}
+	return groups
 }
 
 // WaitForLeaders polls the metadata until each topic has the expected
