@@ -58,11 +58,15 @@ func runVerify(ctx context.Context, registry *processor.Registry, f commonFlags,
 	}
 	report := verify.Check(history, opts)
 	if crossCheck {
+		if verifyConfig.KcatProperties, err = f.kafka.LibrdkafkaProperties(); err != nil {
+			return usagef("the cross-check reads with kcat, which cannot use these Kafka settings: %v; run with --cross-check=false", err)
+		}
 		disagreements, err := verify.CrossCheck(ctx, verifyConfig, history)
 		if err != nil {
 			return err
 		}
 		report.Anomalies = append(report.Anomalies, disagreements...)
+		printf(stdout, "cross-checked the output topics with kcat: %d disagreements\n", len(disagreements))
 	}
 	for i, a := range report.Anomalies {
 		if i == maxAnomalies {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -40,7 +41,7 @@ func CrossCheck(ctx context.Context, cfg Config, h *History) ([]Anomaly, error) 
 		for _, p := range topic.positions {
 			ours[p] = true
 		}
-		theirs, err := kcatPositions(ctx, cfg.Brokers, topic.name)
+		theirs, err := kcatPositions(ctx, cfg.Brokers, cfg.KcatProperties, topic.name)
 		if err != nil {
 			return nil, err
 		}
@@ -88,10 +89,21 @@ func conflictPositions(h *History) []Position {
 
 // kcatPositions lists the positions kcat reads from a topic with
 // read_committed, from the start to the end.
-func kcatPositions(ctx context.Context, brokers []string, topic string) ([]Position, error) {
-	cmd := exec.CommandContext(ctx, "kcat", "-C", "-q", "-e",
+func kcatPositions(ctx context.Context, brokers []string, properties map[string]string, topic string) ([]Position, error) {
+	args := []string{"-C", "-q", "-e",
 		"-b", strings.Join(brokers, ","), "-t", topic, "-o", "beginning",
-		"-X", "isolation.level=read_committed", "-f", "%p %o\n")
+		"-X", "isolation.level=read_committed", "-f", "%p %o\n"}
+	if len(properties) > 0 {
+		// A file of its own (mode 0600), not -X: a password on the command
+		// line would show in every process listing.
+		configFile, err := writeKcatConfig(properties)
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(configFile)
+		args = append(args, "-F", configFile)
+	}
+	cmd := exec.CommandContext(ctx, "kcat", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -114,4 +126,31 @@ func kcatPositions(ctx context.Context, brokers []string, topic string) ([]Posit
 		return positions[i].Offset < positions[j].Offset
 	})
 	return positions, nil
+}
+
+// writeKcatConfig writes librdkafka properties to a new private file for
+// kcat's -F and returns its path.
+func writeKcatConfig(properties map[string]string) (string, error) {
+	file, err := os.CreateTemp("", "arbiter-kcat-*.conf")
+	if err != nil {
+		return "", errors.Wrap(err, "create the kcat configuration file")
+	}
+	keys := make([]string, 0, len(properties))
+	for key := range properties {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, key := range keys {
+		b.WriteString(key + "=" + properties[key] + "\n")
+	}
+	_, err = file.WriteString(b.String())
+	if closeErr := file.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		_ = os.Remove(file.Name())
+		return "", errors.Wrap(err, "write the kcat configuration file")
+	}
+	return file.Name(), nil
 }

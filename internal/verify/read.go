@@ -48,6 +48,10 @@ type Config struct {
 	// Kafka client Read creates: TLS, SASL, client ID. Options that choose
 	// what to consume or the isolation level would break the read.
 	KafkaOptions []kgo.Opt
+	// KcatProperties are the librdkafka properties of CrossCheck's kcat
+	// read (kafkaclient.Config.LibrdkafkaProperties): security settings
+	// matching KafkaOptions. default: none
+	KcatProperties map[string]string
 }
 
 func (c *Config) setDefaults() {
