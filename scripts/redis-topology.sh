@@ -25,7 +25,8 @@
 #
 # Settings (environment):
 #   ARBITER_STACK_DIR                 state, logs and env files (.stack in the repo)
-#   ARBITER_REDIS_TOPOLOGY_BASE_PORT  first port (17000)
+#   ARBITER_REDIS_TOPOLOGY_BASE_PORT  first port (17000); cluster nodes also take their
+#                                     bus ports, port + 10000 (27000..27005)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,6 +101,7 @@ cluster_up() {
   ensure_redis
   stop_dir "$dir"
   for port in "${CLUSTER_PORTS[@]}"; do
+    port_open $((port + 10000)) && die "cluster bus port $((port + 10000)) (port + 10000) is taken; set ARBITER_REDIS_TOPOLOGY_BASE_PORT"
     start_server "$dir/$port" "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
       --cluster-node-timeout 2000 --appendonly yes --appendfsync always --save ''
     nodes+=("127.0.0.1:$port")
