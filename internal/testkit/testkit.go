@@ -7,6 +7,7 @@ package testkit
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -199,4 +200,22 @@ func (c *Collector) NoIDConflicts() []events.Conflict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]events.Conflict(nil), c.noID...)
+}
+
+// KeyPartition returns the partition Kafka's default partitioner (murmur2,
+// as franz-go's and the Java client's) puts a record key on, of partitions.
+// Workers refuse a command record on any other partition.
+func KeyPartition(key string, partitions int32) int32 {
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic("").Partition(&kgo.Record{Key: []byte(key)}, int(partitions)))
+}
+
+// AggregateOn returns an aggregate ID starting with prefix whose records
+// belong on partition, of partitions.
+func AggregateOn(prefix string, partition, partitions int32) string {
+	for i := 0; ; i++ {
+		id := prefix + "-" + strconv.Itoa(i)
+		if KeyPartition(id, partitions) == partition {
+			return id
+		}
+	}
 }
