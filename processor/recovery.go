@@ -84,8 +84,13 @@ func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
 		return nil
 	}
 	readCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
+	readStart := time.Now()
 	decided, committed, err := w.cfg.Store.Watermarks(readCtx)
 	cancel()
+	// The first Redis round trip of a partition's first batch: a Redis
+	// that cannot be reached shows here before the load.
+	w.observeRedis(RedisLoad, readStart, err)
+	w.stats.RedisRoundTrips.Add(1)
 	if err != nil {
 		return err
 	}
