@@ -329,7 +329,10 @@ func TestRedisAmnesia(t *testing.T) {
 	}
 
 	rebuild := testkit.StartProcess(t, "rebuild-versions", arbiterBinary, nil, "rebuild-versions",
-		"--brokers", e.brokers[0], "--redis", e.redisURL, "--events-topic", e.topics.Events, "--key-prefix", e.keyPrefix)
+		"--brokers", e.brokers[0], "--redis", e.redisURL, "--events-topic", e.topics.Events, "--key-prefix", e.keyPrefix,
+		// The workers' commands topic and group: the rebuild sets the
+		// watermarks to the group's committed offsets on that topic.
+		"--commands-topic", e.topics.Commands, "--group", e.group)
 	if code := rebuild.Wait(120 * time.Second); code != 0 {
 		t.Fatalf("rebuild-versions exited with %d:\n%s", code, rebuild.Output())
 	}
