@@ -18,7 +18,9 @@ type embeddedConfig struct {
 	dataDir    string
 	partitions int32
 	topics     []string
-	log        *zap.Logger
+	// topicConfigs are the configurations of new topics, by name.
+	topicConfigs map[string]map[string]string
+	log          *zap.Logger
 }
 
 // embedded is the development stack: franz-go's kfake as Kafka (persisting
@@ -50,7 +52,7 @@ func startEmbedded(_ context.Context, cfg embeddedConfig) (*embedded, error) {
 		if cluster.TopicInfo(topic) != nil {
 			continue
 		}
-		if err := cluster.CreateTopic(topic, cfg.partitions, nil); err != nil {
+		if err := cluster.CreateTopic(topic, cfg.partitions, cfg.topicConfigs[topic]); err != nil {
 			cluster.Close()
 			return nil, errors.Wrapf(err, "create topic %s in the embedded Kafka", topic)
 		}

@@ -118,7 +118,9 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 			dataDir:    f.dataDir,
 			partitions: int32(f.partitions),
 			topics:     []string{f.commandsTopic, f.eventsTopic, f.conflictsTopic},
-			log:        log,
+			// Like 'arbiter topics create': the events are kept forever.
+			topicConfigs: map[string]map[string]string{f.eventsTopic: {"retention.ms": "-1"}},
+			log:          log,
 		})
 		if err != nil {
 			return err
@@ -131,7 +133,8 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		}
 		defer closeStore()
 		report, err := processor.Rebuild(ctx, processor.RebuildConfig{
-			Brokers: f.brokerList(), EventsTopic: f.eventsTopic, Registry: registry, Store: store, Logger: log,
+			Brokers: f.brokerList(), EventsTopic: f.eventsTopic, CommandsTopic: f.commandsTopic, Group: f.group,
+			Registry: registry, Store: store, Logger: log,
 		})
 		if err != nil {
 			return errors.Wrap(err, "restore versions from the embedded Kafka's events")

@@ -147,7 +147,9 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	}
 	// After settledEnds: no transaction of a fenced worker can commit
 	// offsets any more.
-	committed, err := committedOffsets(ctx, admin, cfg)
+	empty := true
+	ends.Each(func(o kadm.ListedOffset) { empty = empty && o.Offset == 0 })
+	committed, err := committedOffsets(ctx, admin, cfg, empty)
 	if err != nil {
 		return report, err
 	}
@@ -389,7 +391,11 @@ func checkGroupIdle(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) 
 // topic; a partition the group has no offset for falls back to Redis's
 // committed watermark. nil: neither knows any offset (a --group other than
 // the workers', or both lost).
-func committedOffsets(ctx context.Context, admin *kadm.Client, cfg RebuildConfig) (map[int32]int64, error) {
+//
+// eventsEmpty keeps quiet about unknown offsets: nothing was ever published,
+// so no decision can be lost (a fresh deployment, or the embedded mode's
+// first start).
+func committedOffsets(ctx context.Context, admin *kadm.Client, cfg RebuildConfig, eventsEmpty bool) (map[int32]int64, error) {
 	_, committed, err := cfg.Store.Watermarks(ctx)
 	if err != nil {
 		return nil, err
@@ -404,6 +410,9 @@ func committedOffsets(ctx context.Context, admin *kadm.Client, cfg RebuildConfig
 		}
 	})
 	if len(committed) == 0 {
+		if eventsEmpty {
+			return nil, nil
+		}
 		cfg.Logger.Warn("the group has no committed offsets on the commands topic and redis no committed watermark: every decision is kept; if the workers run in another group, rebuild again with its --group",
 			zap.String("group", cfg.Group), zap.String("commands_topic", cfg.CommandsTopic))
 		return nil, nil
