@@ -39,6 +39,8 @@ type benchFlags struct {
 	cpuProfile string
 	memProfile string
 	logLevel   string
+	// security holds the Kafka and Redis security flags (registerSecurity).
+	security commonFlags
 }
 
 func (c *cli) benchCommand() *cobra.Command {
@@ -53,6 +55,7 @@ func (c *cli) benchCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.IntVarP(&b.n, "n", "n", 200_000, "commands of the batched run")
+	b.security.registerSecurity(fs)
 	bind(fs, &b.brokers, "brokers", "ARBITER_BROKERS", "", "Kafka seed brokers, comma-separated; with neither --brokers nor --redis the bench runs on an embedded kfake and miniredis")
 	bind(fs, &b.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://host:port/db")
 	fs.IntVar(&b.cfg.Aggregates, "aggregates", 10_000, "aggregates the commands go to, each picked uniformly at random")
@@ -147,8 +150,10 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 	case brokers == "" || redisURL == "":
 		return usagef("give both --brokers and --redis, or neither for the embedded servers")
 	default:
-		f := commonFlags{brokers: brokers, redisURL: redisURL}
+		f := b.security
+		f.brokers, f.redisURL = brokers, redisURL
 		cfg.Brokers = f.brokerList()
+		cfg.Security = bench.Security{Kafka: f.kafka, Redis: f.redis}
 		cfg.RedisURL = redisURL
 		store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
 		if err != nil {
@@ -215,6 +220,7 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 // against rebase on a few hot aggregates, in one run.
 func runContention(ctx context.Context, contention bench.ContentionConfig, cfg bench.Config, asJSON bool, stdout, stderr io.Writer) error {
 	contention.Brokers, contention.RedisURL, contention.Partitions = cfg.Brokers, cfg.RedisURL, cfg.Partitions
+	contention.Security = cfg.Security
 	contention.Progress, contention.Logger = stderr, cfg.Logger
 	report, err := bench.RunContention(ctx, contention)
 	if err != nil {

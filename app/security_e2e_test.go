@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -136,6 +138,54 @@ func TestSecuredKafkaAndRedis(t *testing.T) {
 			}
 			noSecrets("the error", r.stderr)
 			t.Logf("exit %d in %v: %s", r.code, r.took.Round(time.Millisecond), r.stderr)
+		})
+	}
+}
+
+// TestBenchThroughSecuredKafka: bench's own clients (admin, load generator,
+// outcome reader), its in-process worker and its worker processes reach a
+// SASL_SSL listener with the same flags as every other subcommand.
+func TestBenchThroughSecuredKafka(t *testing.T) {
+	kafka := testenv.StartSecuredKafka(t)
+	redisURL := testenv.RedisURL(t)
+	security := []string{
+		"--kafka-tls-ca-file", kafka.CA.CertFile,
+		"--kafka-sasl-mechanism", "SCRAM-SHA-512",
+		"--kafka-sasl-username", kafka.Username,
+		"--kafka-sasl-password-file", kafka.PasswordFile,
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{
+		{name: "in-process worker", extra: []string{"--workers", "1"}},
+		{name: "worker process", extra: []string{"--worker-processes", "1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			args := append([]string{"bench", "--brokers", kafka.Brokers[0], "--redis", redisURL,
+				"-n", "300", "--aggregates", "30", "--partitions", "2", "--json"}, tc.extra...)
+			cmd := exec.CommandContext(ctx, arbiterBinary, append(args, security...)...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("bench through SASL_SSL: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+			}
+			var report struct {
+				Batched *struct {
+					Commands int `json:"commands"`
+				} `json:"batched"`
+			}
+			if err := json.Unmarshal([]byte(stdout.String()), &report); err != nil {
+				t.Fatalf("bench report is not JSON: %v\n%s", err, stdout.String())
+			}
+			if report.Batched == nil || report.Batched.Commands != 300 {
+				t.Fatalf("bench through SASL_SSL did not measure a run of 300 commands:\n%s", stdout.String())
+			}
+			if strings.Contains(stdout.String()+stderr.String(), kafka.Password) {
+				t.Errorf("bench output shows the password")
+			}
 		})
 	}
 }

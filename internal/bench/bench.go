@@ -78,6 +78,9 @@ type Config struct {
 	SweepDuration time.Duration
 	// Tuning are the worker knobs beyond the batch size.
 	Tuning Tuning
+	// Security are the TLS, SASL and ACL settings of a secured Kafka and
+	// Redis, for every client of the run and its worker processes.
+	Security Security
 	// LoadLinger is the load generator's producer linger; negative keeps
 	// the franz-go default (10ms). default: 0 (send at once)
 	LoadLinger time.Duration
@@ -205,12 +208,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	kafka, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	securityOpts, err := cfg.Security.kafkaOpts()
+	if err != nil {
+		return nil, err
+	}
+	kafka, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, securityOpts...)...)
 	if err != nil {
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := redisclient.Config{URL: cfg.RedisURL}.Options()
+	redisOptions, err := cfg.Security.redisConfig(cfg.RedisURL).Options()
 	if err != nil {
 		return nil, err
 	}

@@ -48,16 +48,16 @@ type reachedAt struct {
 	at       time.Duration
 }
 
-func newCollector(brokers []string, w *workload, clk *clock, eventsTopic, conflictsTopic string, warmups int, maxWait time.Duration) (*collector, error) {
-	client, err := kgo.NewClient(
+func newCollector(brokers []string, securityOpts []kgo.Opt, w *workload, clk *clock, eventsTopic, conflictsTopic string, warmups int, maxWait time.Duration) (*collector, error) {
+	client, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumeTopics(eventsTopic, conflictsTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(maxWait),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.FetchMaxPartitionBytes(8<<20),
-	)
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(8 << 20),
+	}, securityOpts...)...)
 	if err != nil {
 		return nil, errors.Wrap(err, "create the outcome reader")
 	}

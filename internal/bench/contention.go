@@ -11,7 +11,6 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/examples/product"
-	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -49,6 +48,9 @@ type ContentionConfig struct {
 	Progress io.Writer
 	// Logger receives the in-process worker's logs. default: zap.NewNop()
 	Logger *zap.Logger
+	// Security are the TLS, SASL and ACL settings of a secured Kafka and
+	// Redis.
+	Security Security
 }
 
 func (c *ContentionConfig) setDefaults() {
@@ -111,12 +113,16 @@ func RunContention(ctx context.Context, cfg ContentionConfig) (*ContentionReport
 	if len(cfg.Brokers) == 0 || cfg.RedisURL == "" {
 		return nil, &ConfigError{Err: errors.New("the contention scenario needs Kafka brokers and a Redis URL")}
 	}
-	kafka, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	securityOpts, err := cfg.Security.kafkaOpts()
+	if err != nil {
+		return nil, err
+	}
+	kafka, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, securityOpts...)...)
 	if err != nil {
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := redisclient.Config{URL: cfg.RedisURL}.Options()
+	redisOptions, err := cfg.Security.redisConfig(cfg.RedisURL).Options()
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +156,7 @@ func runContentionMode(ctx context.Context, cfg ContentionConfig, admin *kadm.Cl
 		group:          name,
 		keyPrefix:      "b" + tag,
 		maxBatch:       2000,
+		security:       cfg.Security,
 		log:            cfg.Logger,
 	}
 	if err := createTopics(ctx, admin, int32(cfg.Partitions), spec.commandsTopic, spec.eventsTopic, spec.conflictsTopic); err != nil {
@@ -170,9 +177,14 @@ func runContentionMode(ctx context.Context, cfg ContentionConfig, admin *kadm.Cl
 	if err := waitForGroup(ctx, admin, spec.group, spec.commandsTopic, 1, int32(cfg.Partitions)); err != nil {
 		return mode, err
 	}
+	kafkaSecurity, err := cfg.Security.kafkaOpts()
+	if err != nil {
+		return mode, err
+	}
 	producer, err := commands.NewProducer(ctx, commands.ProducerConfig{
 		Brokers: cfg.Brokers, CommandsTopic: spec.commandsTopic, EventsTopic: spec.eventsTopic, ConflictsTopic: spec.conflictsTopic,
 		Linger: time.Millisecond, FollowFromStart: true, OnConflict: onConflict, Logger: cfg.Logger,
+		KafkaOptions: kafkaSecurity,
 	})
 	if err != nil {
 		return mode, err

@@ -28,7 +28,7 @@ type loadgen struct {
 	err        error
 }
 
-func newLoadgen(brokers []string, topic string, partitions int32, linger time.Duration) (*loadgen, error) {
+func newLoadgen(brokers []string, securityOpts []kgo.Opt, topic string, partitions int32, linger time.Duration) (*loadgen, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -38,6 +38,7 @@ func newLoadgen(brokers []string, topic string, partitions int32, linger time.Du
 	if linger >= 0 {
 		opts = append(opts, kgo.ProducerLinger(linger))
 	}
+	opts = append(opts, securityOpts...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, errors.Wrap(err, "create the load generator's producer")

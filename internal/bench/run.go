@@ -105,6 +105,7 @@ func (b *bencher) newRun(p runParams) *benchRun {
 		keyPrefix:      "b" + tag,
 		maxBatch:       p.batch,
 		tuning:         b.cfg.Tuning,
+		security:       b.cfg.Security,
 		log:            b.cfg.Logger,
 	}}
 	if p.rate > 0 {
@@ -135,7 +136,11 @@ func (r *benchRun) startClients(ctx context.Context) (func(), error) {
 	r.memoryBefore, r.memoryErr = usedMemory(ctx, r.b.redis)
 	r.w = generateWorkload(cfg.Seed, "c"+r.tag, r.p.n, cfg.Aggregates, cfg.Stale)
 	r.clk = &clock{start: time.Now()}
-	coll, err := newCollector(cfg.Brokers, r.w, r.clk, r.spec.eventsTopic, r.spec.conflictsTopic, cfg.Partitions, cfg.ReaderMaxWait)
+	securityOpts, err := cfg.Security.kafkaOpts()
+	if err != nil {
+		return nil, err
+	}
+	coll, err := newCollector(cfg.Brokers, securityOpts, r.w, r.clk, r.spec.eventsTopic, r.spec.conflictsTopic, cfg.Partitions, cfg.ReaderMaxWait)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +148,7 @@ func (r *benchRun) startClients(ctx context.Context) (func(), error) {
 	collCtx, stopCollector := context.WithCancel(ctx)
 	go coll.run(collCtx)
 	closeCollector := func() { stopCollector(); coll.close() }
-	gen, err := newLoadgen(cfg.Brokers, r.spec.commandsTopic, int32(cfg.Partitions), cfg.LoadLinger)
+	gen, err := newLoadgen(cfg.Brokers, securityOpts, r.spec.commandsTopic, int32(cfg.Partitions), cfg.LoadLinger)
 	if err != nil {
 		closeCollector()
 		return nil, err

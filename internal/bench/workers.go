@@ -16,10 +16,10 @@ import (
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/child"
 	"github.com/arbiter-cqrs/arbiter/processor"
-	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
 
@@ -54,6 +54,7 @@ type runSpec struct {
 	keyPrefix      string
 	maxBatch       int
 	tuning         Tuning
+	security       Security
 	log            *zap.Logger
 }
 
@@ -85,7 +86,11 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 	if err := product.Register(registry); err != nil {
 		return nil, errors.Wrap(err, "register the Product handlers")
 	}
-	options, err := redisclient.Config{URL: spec.redisURL}.Options()
+	options, err := spec.security.redisConfig(spec.redisURL).Options()
+	if err != nil {
+		return nil, err
+	}
+	securityOpts, err := spec.security.kafkaOpts()
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +111,7 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 			Registry:              registry,
 			Store:                 versionstore.New(client, versionstore.Options{KeyPrefix: spec.keyPrefix}),
 			Logger:                spec.log.Named(fmt.Sprintf("worker-%d", i)),
-			KafkaOptions:          spec.tuning.kafkaOptions(),
+			KafkaOptions:          append(append([]kgo.Opt{}, securityOpts...), spec.tuning.kafkaOptions()...),
 		}
 		spec.tuning.apply(&cfg)
 		if cfg.Concurrency <= 1 {
@@ -212,12 +217,13 @@ func startProcesses(_ context.Context, spec runSpec, binary string, n int, insta
 			"--http-addr", "127.0.0.1:0",
 		}
 		args = append(args, spec.tuning.workerFlags()...)
+		args = append(args, spec.security.workerFlags()...)
 		p := &workerProcess{}
 		proc, err := child.Start(child.Config{
 			Name: fmt.Sprintf("worker process %d", i), Binary: binary, Args: args,
 			// The worker's own environment variables must not change the
 			// run's settings.
-			Env:    cleanEnv(os.Environ()),
+			Env:    append(cleanEnv(os.Environ()), spec.security.workerEnv()...),
 			Output: p,
 		})
 		if err != nil {
