@@ -110,6 +110,9 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 	registry := c.registry
 
 	if f.brokers == "" && f.redisURL == "" {
+		if err := f.standaloneOnly("the embedded development mode"); err != nil {
+			return err
+		}
 		embedded, err := startEmbedded(ctx, embeddedConfig{
 			kafkaAddr:  f.embeddedKafka,
 			redisAddr:  f.embeddedRedis,
