@@ -218,6 +218,16 @@ func (c *commonFlags) standaloneOnly(what string) error {
 	return nil
 }
 
+// checkRedisConfig reports a Redis setting that cannot work (a URL of
+// another mode, a missing TLS file) as a usage error, before anything is
+// dialled.
+func (c *commonFlags) checkRedisConfig() error {
+	if err := c.redisConfig().Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
 // redisStore connects to Redis, checks it answers, and returns a store with
 // opts (the key prefix comes from the flags).
 func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Options) (*versionstore.Store, func(), error) {

@@ -145,6 +145,9 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		return usagef("give both --brokers and --redis (or ARBITER_BROKERS and ARBITER_REDIS_URL), or neither for the embedded development mode")
 	}
 
+	if err := f.checkRedisConfig(); err != nil {
+		return err
+	}
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -47,6 +48,7 @@ func (c counters) minus(o counters) counters {
 type runSpec struct {
 	brokers        []string
 	redisURL       string
+	redisMode      redisclient.Mode
 	commandsTopic  string
 	eventsTopic    string
 	conflictsTopic string
@@ -72,7 +74,7 @@ type workerSet interface {
 // inProcessWorkers runs processor.Workers in this process.
 type inProcessWorkers struct {
 	workers []*processor.Worker
-	clients []*redis.Client
+	clients []redis.UniversalClient
 	timers  []*phaseTimer
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -85,14 +87,18 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 	if err := product.Register(registry); err != nil {
 		return nil, errors.Wrap(err, "register the Product handlers")
 	}
-	options, err := redisclient.Config{URL: spec.redisURL}.Options()
-	if err != nil {
+	redisConfig := redisclient.Config{URL: spec.redisURL, Mode: spec.redisMode}
+	if err := redisConfig.Validate(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &inProcessWorkers{cancel: cancel}
 	for i := range n {
-		client := redis.NewClient(options)
+		client, err := redisConfig.NewUniversalClient()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
 		s.clients = append(s.clients, client)
 		cfg := processor.Config{
 			Brokers:               spec.brokers,
@@ -200,6 +206,7 @@ func startProcesses(_ context.Context, spec runSpec, binary string, n int, insta
 		args := []string{"worker",
 			"--brokers", strings.Join(spec.brokers, ","),
 			"--redis", spec.redisURL,
+			"--redis-mode", string(cmp.Or(spec.redisMode, redisclient.ModeStandalone)),
 			"--commands-topic", spec.commandsTopic,
 			"--events-topic", spec.eventsTopic,
 			"--conflicts-topic", spec.conflictsTopic,
