@@ -173,3 +173,44 @@ func sentinelStore(t *testing.T) *Store {
 func TestRedisSentinelCommitThenLoad(t *testing.T) { runCommitThenLoad(t, sentinelStore(t)) }
 
 func TestRedisSentinelConcurrentAdvance(t *testing.T) { runConcurrentAdvance(t, sentinelStore(t), 10) }
+
+// TestRedisClusterCommittedFloors: the committed floors are only raised,
+// live in the slot of the committed watermarks (so that the two go back in
+// time together or not at all), are read per partition, and a rebuild's
+// ResetWatermarks deletes them with the decided watermarks they guard.
+func TestRedisClusterCommittedFloors(t *testing.T) {
+	store := clusterStore(t)
+	ctx := context.Background()
+	for _, partition := range []int32{0, 1, 11} {
+		if got, want := slotOfKey(store.floorsKey(partition)), slotOfKey(store.committedKey()); got != want {
+			t.Errorf("the floors of partition %d are in slot %d, the committed watermarks in %d: a rollback of one shard could lose the floors and the decisions they guard together", partition, got, want)
+		}
+	}
+	raise := func(floors map[ShardFloor]int64) {
+		t.Helper()
+		if err := store.RaiseCommitted(ctx, map[int32]int64{0: 10}, floors); err != nil {
+			t.Fatalf("RaiseCommitted: %v", err)
+		}
+	}
+	raise(map[ShardFloor]int64{{Shard: 5, Partition: 0}: 7, {Shard: 9, Partition: 1}: 3, {Shard: 16383, Partition: 0}: 2})
+	raise(map[ShardFloor]int64{{Shard: 5, Partition: 0}: 4})
+	got, err := store.CommittedFloors(ctx, []int32{0, 1, 2})
+	if err != nil {
+		t.Fatalf("CommittedFloors: %v", err)
+	}
+	want := map[ShardFloor]int64{{Shard: 5, Partition: 0}: 7, {Shard: 9, Partition: 1}: 3, {Shard: 16383, Partition: 0}: 2}
+	if len(got) != len(want) {
+		t.Fatalf("CommittedFloors = %v, want %v", got, want)
+	}
+	for key, floor := range want {
+		if got[key] != floor {
+			t.Errorf("CommittedFloors[%+v] = %d, want %d (floors are only raised)", key, got[key], floor)
+		}
+	}
+	if err := store.ResetWatermarks(ctx, map[int32]int64{0: 10}); err != nil {
+		t.Fatalf("ResetWatermarks: %v", err)
+	}
+	if got, err := store.CommittedFloors(ctx, []int32{0, 1}); err != nil || len(got) != 0 {
+		t.Errorf("after ResetWatermarks, CommittedFloors = %v, %v; want none: they would outbid the reset decided watermarks", got, err)
+	}
+}
