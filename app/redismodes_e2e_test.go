@@ -76,12 +76,13 @@ func newTopologyE2E(t *testing.T, topology redisTopology, partitions int32) *e2e
 }
 
 // productCommand makes a command of the Product example.
-func productCommand(id, aggregateID, commandType string, expectedVersion int64, payload any) commands.Command {
-	encoded, err := json.Marshal(payload)
+func productCommand(t *testing.T, id, aggregateID, commandType string, expectedVersion int64, payload any) commands.Command {
+	t.Helper()
+	cmd, err := product.Command(id, aggregateID, commandType, expectedVersion, payload)
 	if err != nil {
-		panic(err)
+		t.Fatal(err)
 	}
-	return commands.Command{ID: id, AggregateID: aggregateID, Type: commandType, ExpectedVersion: expectedVersion, Payload: encoded}
+	return cmd
 }
 
 // TestRedisModes runs the worker, get, rebuild-versions and verify on a
@@ -100,13 +101,13 @@ func TestRedisModes(t *testing.T) {
 			aggregateID := func(i int) string { return fmt.Sprintf("%s-prod-%d", topology.mode, i) }
 			var create, alice, bob, restock []commands.Command
 			for i := range products {
-				create = append(create, productCommand(fmt.Sprintf("create-%d", i), aggregateID(i), product.CreateProductType, 0,
+				create = append(create, productCommand(t, fmt.Sprintf("create-%d", i), aggregateID(i), product.CreateProductType, 0,
 					product.CreateProduct{Name: fmt.Sprintf("product %d", i), Price: 10, Stock: 1}))
-				alice = append(alice, productCommand(fmt.Sprintf("alice-%d", i), aggregateID(i), product.ChangePriceType, 1,
+				alice = append(alice, productCommand(t, fmt.Sprintf("alice-%d", i), aggregateID(i), product.ChangePriceType, 1,
 					product.ChangePrice{NewPrice: float64(20 + i)}))
-				bob = append(bob, productCommand(fmt.Sprintf("bob-%d", i), aggregateID(i), product.ChangePriceType, 1,
+				bob = append(bob, productCommand(t, fmt.Sprintf("bob-%d", i), aggregateID(i), product.ChangePriceType, 1,
 					product.ChangePrice{NewPrice: 5}))
-				restock = append(restock, productCommand(fmt.Sprintf("restock-%d", i), aggregateID(i), product.IncreaseStockType, 2,
+				restock = append(restock, productCommand(t, fmt.Sprintf("restock-%d", i), aggregateID(i), product.IncreaseStockType, 2,
 					product.IncreaseStock{NewStock: int64(100 + i)}))
 			}
 

@@ -24,43 +24,18 @@ func clusterStore(t *testing.T) *Store {
 	t.Helper()
 	client := testenv.RedisCluster(t)
 	prefix := testenv.Name(t, "vs-cluster")
-	t.Cleanup(func() { deleteClusterKeys(t, client, prefix+":") })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := testenv.DeleteKeys(ctx, client, prefix+":"); err != nil {
+			t.Errorf("delete test keys under %s on the cluster: %v", prefix, err)
+		}
+	})
 	store := New(client, Options{KeyPrefix: prefix})
 	if !store.cluster {
 		t.Fatal("New took a *redis.ClusterClient for a single server: the per-slot markers would be missing")
 	}
 	return initialized(t, store)
-}
-
-// deleteClusterKeys deletes the keys under prefix on every master, one key
-// per command: keys of different slots cannot share a multi-key command.
-func deleteClusterKeys(t *testing.T, client *redis.ClusterClient, prefix string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		pipe := node.Pipeline()
-		for iter.Next(ctx) {
-			pipe.Unlink(ctx, iter.Val())
-			if pipe.Len() == 1000 {
-				if _, err := pipe.Exec(ctx); err != nil {
-					return err
-				}
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if pipe.Len() > 0 {
-			_, err := pipe.Exec(ctx)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Errorf("delete test keys under %s on the cluster: %v", prefix, err)
-	}
 }
 
 func TestRedisClusterCommitThenLoad(t *testing.T) { runCommitThenLoad(t, clusterStore(t)) }
