@@ -43,7 +43,7 @@ func TestSecuredKafkaAndRedis(t *testing.T) {
 	}
 	client := kafka.CA.Issue("arbiter-client")
 	s := &cliStack{
-		t: t, brokers: kafka.Brokers, redisURL: redisServer.TLSURL(),
+		t: t, binary: arbiterBinary, brokers: kafka.Brokers, redisURL: redisServer.TLSURL(),
 		topics: testkit.Topics{Commands: name + "-commands", Events: name + "-events", Conflicts: name + "-conflicts"},
 		group:  name, keyPrefix: name,
 		security: []string{
