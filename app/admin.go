@@ -164,6 +164,9 @@ func (c *cli) runRebuild(ctx context.Context, f commonFlags, rf rebuildFlags) er
 	if err != nil {
 		return err
 	}
+	if err := f.checkRedisConfig(); err != nil {
+		return err
+	}
 	if err := f.checkTopics(ctx, f.eventsTopic); err != nil {
 		return err
 	}

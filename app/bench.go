@@ -30,6 +30,7 @@ type benchFlags struct {
 	n          int
 	brokers    string
 	redisURL   string
+	redisMode  string
 	sweep      string
 	plotPath   string
 	asJSON     bool
@@ -57,7 +58,8 @@ func (c *cli) benchCommand() *cobra.Command {
 	fs.IntVarP(&b.n, "n", "n", 200_000, "commands of the batched run")
 	b.security.registerSecurity(fs)
 	bind(fs, &b.brokers, "brokers", "ARBITER_BROKERS", "", "Kafka seed brokers, comma-separated; with neither --brokers nor --redis the bench runs on an embedded kfake and miniredis")
-	bind(fs, &b.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://host:port/db")
+	bind(fs, &b.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://host:port/db (a cluster's or the sentinels' with --redis-mode)")
+	bind(fs, &b.redisMode, "redis-mode", "ARBITER_REDIS_MODE", string(redisclient.ModeStandalone), "how --redis is read: standalone, cluster or sentinel")
 	fs.IntVar(&b.cfg.Aggregates, "aggregates", 10_000, "aggregates the commands go to, each picked uniformly at random")
 	fs.Float64Var(&b.cfg.Stale, "stale", 0.1, "share of commands with a stale expectedVersion (they become version_conflict records)")
 	fs.IntVar(&b.cfg.Partitions, "partitions", 12, "partitions of the run's topics (the bench creates and deletes its own)")
@@ -136,6 +138,10 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 
 	switch {
 	case brokers == "" && redisURL == "":
+		f := commonFlags{redisMode: b.redisMode}
+		if err := f.standaloneOnly("the embedded bench"); err != nil {
+			return err
+		}
 		embedded, err := startEmbedded(ctx, embeddedConfig{
 			kafkaAddr: "127.0.0.1:0", redisAddr: "127.0.0.1:0", partitions: int32(cfg.Partitions), log: zap.NewNop(),
 		})
@@ -151,10 +157,10 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 		return usagef("give both --brokers and --redis, or neither for the embedded servers")
 	default:
 		f := b.security
-		f.brokers, f.redisURL = brokers, redisURL
+		f.brokers, f.redisURL, f.redisMode = brokers, redisURL, b.redisMode
 		cfg.Brokers = f.brokerList()
 		cfg.Security = bench.Security{Kafka: f.kafka, Redis: f.redis}
-		cfg.RedisURL = redisURL
+		cfg.RedisURL, cfg.RedisMode = redisURL, redisclient.Mode(b.redisMode)
 		store, closeStore, err := f.redisStore(ctx, versionstore.Options{})
 		if err != nil {
 			return err
@@ -162,6 +168,9 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 		_ = store
 		closeStore()
 		cfg.Target = "Kafka " + brokers + ", Redis " + redisclient.RedactURL(redisURL)
+		if mode := redisclient.Mode(b.redisMode); mode != redisclient.ModeStandalone {
+			cfg.Target += " (" + string(mode) + ")"
+		}
 	}
 
 	if b.contend {
@@ -219,7 +228,7 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 // runContention runs the contention scenario (bench --contention): strict
 // against rebase on a few hot aggregates, in one run.
 func runContention(ctx context.Context, contention bench.ContentionConfig, cfg bench.Config, asJSON bool, stdout, stderr io.Writer) error {
-	contention.Brokers, contention.RedisURL, contention.Partitions = cfg.Brokers, cfg.RedisURL, cfg.Partitions
+	contention.Brokers, contention.RedisURL, contention.RedisMode, contention.Partitions = cfg.Brokers, cfg.RedisURL, cfg.RedisMode, cfg.Partitions
 	contention.Security = cfg.Security
 	contention.Progress, contention.Logger = stderr, cfg.Logger
 	report, err := bench.RunContention(ctx, contention)

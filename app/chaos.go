@@ -48,6 +48,9 @@ func (c *cli) chaosCommand() *cobra.Command {
 
 // runChaos runs a chaos round against a real broker (see internal/chaos).
 func runChaos(ctx context.Context, f commonFlags, cfg chaos.Config, kafkaRestart string, partitions int, stdout, stderr io.Writer) error {
+	if err := f.standaloneOnly("chaos (it starts its own redis-server)"); err != nil {
+		return err
+	}
 	cfg.Brokers = f.brokerList()
 	if len(cfg.Brokers) == 0 {
 		return usagef("chaos runs against a real Kafka broker: set --brokers or ARBITER_BROKERS")

@@ -37,6 +37,8 @@ func TestCLI(t *testing.T) {
 		wantCode   int
 		wantStdout []string
 		wantStderr []string
+		// dontWant are texts stderr must not show (passwords).
+		dontWant []string
 	}{
 		{name: "no command", wantCode: exitUsage, wantStderr: []string{"no command given", "worker"}},
 		{name: "help", args: []string{"--help"}, wantCode: exitOK,
@@ -49,8 +51,8 @@ func TestCLI(t *testing.T) {
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage, wantStderr: []string{`unknown command "frobnicate"`}},
 		{name: "unknown flag", args: []string{"worker", "--frobnicate"}, wantCode: exitUsage, wantStderr: []string{"--frobnicate"}},
 		{name: "get without an ID", args: []string{"get"}, wantCode: exitUsage},
-		{name: "flags after the argument", args: []string{"get", "prod-9", "--redis", "nope://x"}, wantCode: exitUsage, wantStderr: []string{"--redis:", "nope://x is not a redis://"}},
-		{name: "flags before the argument", args: []string{"get", "--redis", "nope://x", "prod-9"}, wantCode: exitUsage, wantStderr: []string{"--redis:", "nope://x is not a redis://"}},
+		{name: "flags after the argument", args: []string{"get", "prod-9", "--redis", "nope://x"}, wantCode: exitUsage, wantStderr: []string{"the Redis URL nope://x is not"}},
+		{name: "flags before the argument", args: []string{"get", "--redis", "nope://x", "prod-9"}, wantCode: exitUsage, wantStderr: []string{"the Redis URL nope://x is not"}},
 		{name: "tail what", args: []string{"tail", "snapshots"}, wantCode: exitUsage, wantStderr: []string{"events|conflicts"}},
 		{name: "bad duration in env", env: map[string]string{"ARBITER_SESSION_TIMEOUT": "10"}, args: []string{"worker"},
 			wantCode: exitUsage, wantStderr: []string{`ARBITER_SESSION_TIMEOUT="10"`, "--session-timeout"}},
@@ -59,11 +61,31 @@ func TestCLI(t *testing.T) {
 		{name: "bad env of another command", env: map[string]string{"ARBITER_WAIT_TIMEOUT": "soon"}, args: []string{"send", "--aggregate", "a"},
 			wantCode: exitUsage, wantStderr: []string{`ARBITER_WAIT_TIMEOUT="soon"`}},
 		{name: "a flag wins over its env var", env: map[string]string{"ARBITER_REDIS_URL": "redis://127.0.0.1:1/0"}, args: []string{"get", "x", "--redis", "nope://y"},
-			wantCode: exitUsage, wantStderr: []string{"--redis:", "nope://y is not a redis://"}},
+			wantCode: exitUsage, wantStderr: []string{"the Redis URL nope://y is not"}},
 		{name: "env var used", env: map[string]string{"ARBITER_REDIS_URL": "nope://z"}, args: []string{"get", "x"},
-			wantCode: exitUsage, wantStderr: []string{"--redis:", "nope://z is not a redis://"}},
+			wantCode: exitUsage, wantStderr: []string{"the Redis URL nope://z is not"}},
 		{name: "empty env var is unset", env: map[string]string{"ARBITER_SESSION_TIMEOUT": "", "ARBITER_BROKERS": "", "ARBITER_REDIS_URL": "redis://127.0.0.1:1/0"}, args: []string{"worker"},
 			wantCode: exitUsage, wantStderr: []string{"give both --brokers and --redis"}},
+		{name: "unknown redis mode", args: []string{"get", "x", "--redis", "redis://127.0.0.1:1/0", "--redis-mode", "ring"},
+			wantCode: exitUsage, wantStderr: []string{`unknown Redis mode "ring"`, "standalone, cluster or sentinel"}},
+		{name: "unknown redis mode in env", env: map[string]string{"ARBITER_REDIS_MODE": "ring", "ARBITER_REDIS_URL": "redis://127.0.0.1:1/0"}, args: []string{"get", "x"},
+			wantCode: exitUsage, wantStderr: []string{`unknown Redis mode "ring"`, "ARBITER_REDIS_MODE"}},
+		{name: "cluster URL without cluster mode", args: []string{"get", "x", "--redis", "redis://u:s3cret@127.0.0.1:1?addr=127.0.0.1:2"},
+			wantCode: exitUsage, wantStderr: []string{"use --redis-mode cluster", "redis://u:xxxxx@127.0.0.1:1?addr=127.0.0.1:2"}, dontWant: []string{"s3cret"}},
+		{name: "sentinel URL in cluster mode", env: map[string]string{"ARBITER_REDIS_MODE": "cluster"}, args: []string{"rebuild-versions", "--brokers", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1?master_name=main&password=s3cret"},
+			wantCode: exitUsage, wantStderr: []string{"use --redis-mode sentinel", "password=xxxxx"}, dontWant: []string{"s3cret"}},
+		{name: "sentinel URL without master", args: []string{"get", "x", "--redis-mode", "sentinel", "--redis", "redis://127.0.0.1:1?addr=127.0.0.1:2&password=s3cret"},
+			wantCode: exitUsage, wantStderr: []string{"needs master_name="}, dontWant: []string{"s3cret"}},
+		{name: "database of a cluster", args: []string{"get", "x", "--redis-mode", "cluster", "--redis", "redis://127.0.0.1:1/3"},
+			wantCode: exitUsage, wantStderr: []string{"database 0 only"}},
+		{name: "embedded worker in cluster mode", args: []string{"worker", "--redis-mode", "cluster"},
+			wantCode: exitUsage, wantStderr: []string{"--redis-mode cluster", "embedded development mode"}},
+		{name: "bench embedded in sentinel mode", args: []string{"bench", "--redis-mode", "sentinel"},
+			wantCode: exitUsage, wantStderr: []string{"--redis-mode sentinel", "embedded"}},
+		{name: "cluster unreachable", args: []string{"get", "x", "--redis-mode", "cluster", "--redis", "redis://u:s3cret@127.0.0.1:1?addr=127.0.0.1:2"},
+			wantCode: exitUnreachable, wantStderr: []string{"cluster 127.0.0.1:1,127.0.0.1:2 does not answer"}, dontWant: []string{"s3cret"}},
+		{name: "sentinels unreachable", args: []string{"get", "x", "--redis-mode", "sentinel", "--redis", "redis://u:s3cret@127.0.0.1:1?master_name=main&password=m4ster"},
+			wantCode: exitUnreachable, wantStderr: []string{"master main of sentinels 127.0.0.1:1 does not answer"}, dontWant: []string{"s3cret", "m4ster"}},
 		{name: "version", args: []string{"version"}, wantCode: exitOK, wantStdout: []string{"arbiter:", "revision:", "go:         go1.", "franz-go:"}},
 		{name: "completion", args: []string{"completion", "bash"}, wantCode: exitOK, wantStdout: []string{"bash completion"}},
 		{name: "completion of tail", args: []string{"__complete", "tail", ""}, wantCode: exitOK, wantStdout: []string{"events", "conflicts"}},
@@ -82,6 +104,11 @@ func TestCLI(t *testing.T) {
 			for _, want := range tt.wantStderr {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("arbiter %s: stderr does not say %q:\n%s", strings.Join(tt.args, " "), want, stderr)
+				}
+			}
+			for _, secret := range tt.dontWant {
+				if strings.Contains(stdout+stderr, secret) {
+					t.Errorf("arbiter %s: the output shows %q:\n%s%s", strings.Join(tt.args, " "), secret, stdout, stderr)
 				}
 			}
 		})

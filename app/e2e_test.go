@@ -45,6 +45,7 @@ type e2e struct {
 	t         *testing.T
 	brokers   []string
 	redisURL  string
+	redisMode string // empty: standalone
 	topics    testkit.Topics
 	group     string
 	keyPrefix string
@@ -72,13 +73,20 @@ func newE2E(t *testing.T, partitions int32) *e2e {
 	return e
 }
 
+// redisArgs are the flags that reach the test's Redis.
+func (e *e2e) redisArgs() []string {
+	args := []string{"--redis", e.redisURL}
+	if e.redisMode != "" {
+		args = append(args, "--redis-mode", e.redisMode)
+	}
+	return args
+}
+
 func (e *e2e) startWorker(env ...string) *testkit.Process {
 	e.t.Helper()
 	e.workers++
-	return testkit.StartProcess(e.t, fmt.Sprintf("worker-%d", e.workers), arbiterBinary, env,
-		"worker",
-		"--brokers", e.brokers[0],
-		"--redis", e.redisURL,
+	args := append([]string{"worker", "--brokers", e.brokers[0]}, e.redisArgs()...)
+	return testkit.StartProcess(e.t, fmt.Sprintf("worker-%d", e.workers), arbiterBinary, env, append(args,
 		"--commands-topic", e.topics.Commands,
 		"--events-topic", e.topics.Events,
 		"--conflicts-topic", e.topics.Conflicts,
@@ -89,7 +97,7 @@ func (e *e2e) startWorker(env ...string) *testkit.Process {
 		"--max-batch", "500",
 		"--log-format", "json",
 		"--http-addr", "127.0.0.1:0",
-	)
+	)...)
 }
 
 func (e *e2e) send(cmds []commands.Command) {

@@ -25,6 +25,7 @@ import (
 type commonFlags struct {
 	brokers        string
 	redisURL       string
+	redisMode      string
 	commandsTopic  string
 	eventsTopic    string
 	conflictsTopic string
@@ -103,7 +104,8 @@ func (c *cli) applyEnv(cmd *cobra.Command) error {
 
 func (c *commonFlags) register(fs *pflag.FlagSet) {
 	bind(fs, &c.brokers, "brokers", "ARBITER_BROKERS", "", "Kafka seed brokers, comma-separated")
-	bind(fs, &c.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://[user:password@]host:port/db")
+	bind(fs, &c.redisURL, "redis", "ARBITER_REDIS_URL", "", "Redis URL, redis://[user:password@]host:port/db; with --redis-mode cluster redis://host:port?addr=host2:port2&addr=…, with sentinel redis://sentinel:port?master_name=NAME&addr=sentinel2:port2")
+	bind(fs, &c.redisMode, "redis-mode", "ARBITER_REDIS_MODE", string(redisclient.ModeStandalone), "how --redis is read: standalone (one server), cluster (a Redis Cluster's seed nodes) or sentinel (the sentinels of a master)")
 	bind(fs, &c.commandsTopic, "commands-topic", "ARBITER_COMMANDS_TOPIC", events.DefaultCommandsTopic, "commands topic")
 	bind(fs, &c.eventsTopic, "events-topic", "ARBITER_EVENTS_TOPIC", events.DefaultEventsTopic, "events topic")
 	bind(fs, &c.conflictsTopic, "conflicts-topic", "ARBITER_CONFLICTS_TOPIC", events.DefaultConflictsTopic, "conflicts topic")
@@ -198,17 +200,44 @@ func (c *commonFlags) logger(stderr io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(stderr), level)), nil
 }
 
+// redisConfig returns the Redis client settings of the flags: the URL, the
+// mode, TLS and the ACL user.
+func (c *commonFlags) redisConfig() redisclient.Config {
+	redisConfig := c.redis
+	redisConfig.URL = c.redisURL
+	redisConfig.Mode = redisclient.Mode(c.redisMode)
+	return redisConfig
+}
+
+// standaloneOnly refuses a --redis-mode other than standalone for what
+// only has one Redis server (the embedded one, or one a command starts).
+func (c *commonFlags) standaloneOnly(what string) error {
+	if mode := redisclient.Mode(c.redisMode); mode != "" && mode != redisclient.ModeStandalone {
+		return usagef("--redis-mode %s: %s has one Redis server of its own; use --redis-mode standalone (or give --redis)", c.redisMode, what)
+	}
+	return nil
+}
+
+// checkRedisConfig reports a Redis setting that cannot work (a URL of
+// another mode, a missing TLS file) as a usage error, before anything is
+// dialled.
+func (c *commonFlags) checkRedisConfig() error {
+	if err := c.redisConfig().Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
 // redisStore connects to Redis, checks it answers, and returns a store with
 // opts (the key prefix comes from the flags).
 func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Options) (*versionstore.Store, func(), error) {
+	redisConfig := c.redisConfig()
 	if c.redisURL == "" {
-		return nil, nil, usagef("no Redis: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+		return nil, nil, usagef("no Redis: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0; see --redis-mode for a Redis Cluster or Sentinels)")
 	}
-	redisConfig := c.redis
-	redisConfig.URL = c.redisURL
-	client, err := redisConfig.NewClient()
+	client, err := redisConfig.NewUniversalClient()
 	if err != nil {
-		return nil, nil, usagef("--redis: %v", err)
+		return nil, nil, usagef("%v", err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -217,7 +246,7 @@ func (c *commonFlags) redisStore(ctx context.Context, storeOpts versionstore.Opt
 		if message := err.Error(); strings.HasPrefix(message, "WRONGPASS") || strings.HasPrefix(message, "NOPERM") || strings.HasPrefix(message, "NOAUTH") {
 			return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s refused the login; check the user and password (--redis-username, --redis-password-file / ARBITER_REDIS_PASSWORD) and the user's ACL", redisConfig.Addr())}
 		}
-		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL, the TLS settings, and that redis-server runs", redisConfig.Addr())}
+		return nil, nil, &unreachableError{err: errors.Wrapf(err, "redis at %s does not answer; check --redis / ARBITER_REDIS_URL, --redis-mode / ARBITER_REDIS_MODE, the TLS settings, and that redis-server runs", redisConfig.Addr())}
 	}
 	storeOpts.KeyPrefix = c.keyPrefix
 	store := versionstore.New(client, storeOpts)

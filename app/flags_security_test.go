@@ -31,6 +31,8 @@ func TestSecurityFlagsFromEnvironment(t *testing.T) {
 		"ARBITER_REDIS_TLS_CA_FILE":           "/redis-ca.pem",
 		"ARBITER_REDIS_TLS_CERT_FILE":         "/redis-cert.pem",
 		"ARBITER_REDIS_TLS_KEY_FILE":          "/redis-key.pem",
+		"ARBITER_REDIS_MODE":                  "sentinel",
+		"ARBITER_REDIS_URL":                   "redis://sentinel:26379?master_name=main",
 	}
 	c := &cli{lookupEnv: func(name string) (string, bool) {
 		value, ok := env[name]
@@ -56,5 +58,8 @@ func TestSecurityFlagsFromEnvironment(t *testing.T) {
 		TLSCAFile: "/redis-ca.pem", TLSCertFile: "/redis-cert.pem", TLSKeyFile: "/redis-key.pem"}
 	if f.redis != wantRedis {
 		t.Errorf("redis configuration\n%+v\nwant\n%+v", f.redis, wantRedis)
+	}
+	if got := f.redisConfig(); got.Mode != redisclient.ModeSentinel || got.URL != env["ARBITER_REDIS_URL"] || got.Username != "arbiter" {
+		t.Errorf("the client configuration has mode %q, URL %q, user %q; want the variables' sentinel, URL and user", got.Mode, got.URL, got.Username)
 	}
 }

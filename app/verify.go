@@ -32,6 +32,11 @@ func (c *cli) verifyCommand() *cobra.Command {
 
 // runVerify checks the complete history of the topics (see internal/verify).
 func runVerify(ctx context.Context, registry *processor.Registry, f commonFlags, crossCheck bool, maxAnomalies int, stdout io.Writer) error {
+	if f.redisURL != "" {
+		if err := f.checkRedisConfig(); err != nil {
+			return err
+		}
+	}
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}

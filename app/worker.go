@@ -112,6 +112,9 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 	registry := c.registry
 
 	if f.brokers == "" && f.redisURL == "" {
+		if err := f.standaloneOnly("the embedded development mode"); err != nil {
+			return err
+		}
 		embedded, err := startEmbedded(ctx, embeddedConfig{
 			kafkaAddr:  f.embeddedKafka,
 			redisAddr:  f.embeddedRedis,
@@ -147,6 +150,9 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		return usagef("give both --brokers and --redis (or ARBITER_BROKERS and ARBITER_REDIS_URL), or neither for the embedded development mode")
 	}
 
+	if err := f.checkRedisConfig(); err != nil {
+		return err
+	}
 	if err := f.checkTopics(ctx, f.commandsTopic, f.eventsTopic, f.conflictsTopic); err != nil {
 		return err
 	}

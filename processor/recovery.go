@@ -14,22 +14,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// floorKey names one decided watermark: a commands partition in one shard
-// (versionstore.Store.WatermarkShard) of Redis.
-type floorKey struct {
-	shard     int
-	partition int32
-}
-
 // recovery is what one lane remembers to tell a Redis that went back in
 // time: the decided watermarks it saw or wrote (floors), the partitions it
-// has checked since it got them, and the committed watermarks still to be
-// written. Only the lane's goroutine touches it.
+// has checked since it got them, and the committed watermarks and (on Redis
+// Cluster) committed floors still to be written. Only the lane's goroutine
+// touches it.
 type recovery struct {
-	generation string
-	floors     map[floorKey]int64
-	checked    map[int32]bool
-	committed  map[int32]int64
+	generation      string
+	floors          map[versionstore.ShardFloor]int64
+	checked         map[int32]bool
+	committed       map[int32]int64
+	committedFloors map[versionstore.ShardFloor]int64
 	// assigned collects the partitions the group gave the session since
 	// the last batch; the client's callback goroutine adds to it.
 	mu       sync.Mutex
@@ -50,8 +45,10 @@ func (r *recovery) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 // session that held the partitions ends.
 func (r *recovery) reset(generation string) {
 	r.generation = generation
-	r.floors = make(map[floorKey]int64)
+	r.floors = make(map[versionstore.ShardFloor]int64)
 	r.checked = make(map[int32]bool)
+	// Floors of before a rebuild would outbid the watermarks it reset.
+	r.committedFloors = make(map[versionstore.ShardFloor]int64)
 }
 
 // ErrLostDecision is the cause of the amnesia found when a partition is
@@ -102,9 +99,26 @@ func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
 			}
 		}
 		if decided != nil {
-			key := floorKey{shard: 0, partition: partition}
+			key := versionstore.ShardFloor{Shard: 0, Partition: partition}
 			l.recovery.floors[key] = max(l.recovery.floors[key], decided[partition])
 		}
+	}
+	// On Redis Cluster, what each slot must hold: a slot whose shard went
+	// back in time refuses the compare-and-sets from now on.
+	partitions := make([]int32, 0, len(first))
+	for partition := range first {
+		partitions = append(partitions, partition)
+	}
+	readCtx, cancel = context.WithTimeout(ctx, w.cfg.RedisTimeout)
+	floors, err := w.cfg.Store.CommittedFloors(readCtx, partitions)
+	cancel()
+	if err != nil {
+		return err
+	}
+	for key, floor := range floors {
+		l.recovery.floors[key] = max(l.recovery.floors[key], floor)
+	}
+	for _, partition := range partitions {
 		l.recovery.checked[partition] = true
 	}
 	return nil
@@ -209,7 +223,7 @@ func (w *Worker) setWatermarks(l *lane, b *batch) {
 				change.NextOffset = max(change.NextOffset, outcome.Offset+1)
 			}
 		}
-		change.Floor = l.recovery.floors[floorKey{shard: w.cfg.Store.WatermarkShard(change.AggregateID), partition: change.Partition}]
+		change.Floor = l.recovery.floors[versionstore.ShardFloor{Shard: w.cfg.Store.WatermarkShard(change.AggregateID), Partition: change.Partition}]
 	}
 }
 
@@ -221,8 +235,9 @@ func (w *Worker) noteCommitted(l *lane, b *batch) {
 		if change.NextOffset == 0 {
 			continue
 		}
-		key := floorKey{shard: w.cfg.Store.WatermarkShard(change.AggregateID), partition: change.Partition}
+		key := versionstore.ShardFloor{Shard: w.cfg.Store.WatermarkShard(change.AggregateID), Partition: change.Partition}
 		l.recovery.floors[key] = max(l.recovery.floors[key], change.NextOffset)
+		l.recovery.committedFloors[key] = max(l.recovery.committedFloors[key], change.NextOffset)
 	}
 	if l.recovery.committed == nil {
 		l.recovery.committed = make(map[int32]int64)
@@ -388,7 +403,7 @@ func (w *Worker) checkWindows(l *lane, b *batch, recorded map[versionstore.Comma
 		if _, ok := recorded[versionstore.CommandRef{AggregateID: cmd.AggregateID, CommandID: cmd.ID}]; ok {
 			continue
 		}
-		floor := l.recovery.floors[floorKey{shard: w.cfg.Store.WatermarkShard(cmd.AggregateID), partition: rec.Partition}]
+		floor := l.recovery.floors[versionstore.ShardFloor{Shard: w.cfg.Store.WatermarkShard(cmd.AggregateID), Partition: rec.Partition}]
 		if rec.Offset < floor {
 			return errors.Wrapf(ErrWindowExceeded, "command %s of aggregate %s (partition %d, offset %d, produced %s) lies below the decided watermark %d",
 				cmd.ID, cmd.AggregateID, rec.Partition, rec.Offset, rec.Timestamp.UTC().Format(time.RFC3339), floor)

@@ -419,10 +419,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		err = w.runSession(ctx, sess, l)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		sess.Client().LeaveGroupContext(closeCtx)
-		if raiseErr := w.cfg.Store.RaiseCommitted(closeCtx, l.recovery.committed); raiseErr != nil {
+		if raiseErr := w.cfg.Store.RaiseCommitted(closeCtx, l.recovery.committed, l.recovery.committedFloors); raiseErr != nil {
 			w.log.Warn("cannot record the committed watermarks in redis", errorField(raiseErr))
 		} else {
 			clear(l.recovery.committed)
+			clear(l.recovery.committedFloors)
 		}
 		cancel()
 		sess.Close()
@@ -562,6 +563,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		start := time.Now()
 		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
 			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget, Committed: l.recovery.committed,
+			Floors: l.recovery.committedFloors,
 		})
 		cancel()
 		w.observeRedis(RedisLoad, start, err)
@@ -571,6 +573,7 @@ func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSessio
 		}
 		l.forget = l.forget[:0]
 		clear(l.recovery.committed)
+		clear(l.recovery.committedFloors)
 		if err := w.checkWindows(l, b, recorded); err != nil {
 			return params, err
 		}

@@ -6,9 +6,11 @@
 //	client, err := redisclient.Config{URL: "rediss://redis:6380/0", Username: "arbiter",
 //		PasswordFile: "/run/secrets/redis-password", TLSCAFile: "/etc/arbiter/ca.pem"}.NewClient()
 //
-// The connection mode is a separate step from the security settings: Options
-// builds the single-node options, and TLSConfig and Credentials are what a
-// Cluster or Sentinel mode reuses for its own options.
+// Mode picks how the URL is read: one server (ModeStandalone, the default), a
+// Redis Cluster (ModeCluster, go-redis's cluster URL with one addr= per extra
+// seed node) or a master found through Sentinels (ModeSentinel, go-redis's
+// failover URL with master_name=). NewUniversalClient builds the client of
+// any mode; the TLS and ACL settings apply to every one of them.
 //
 // No password ever appears in an error message: a URL is only ever shown
 // through RedactURL.
@@ -18,6 +20,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net/url"
 	"os"
 	"strings"
 
@@ -30,8 +33,11 @@ import (
 type Config struct {
 	// URL is redis://[user:password@]host:port/db, or rediss:// for TLS.
 	// Prefer Password or PasswordFile to a password in the URL: URLs end
-	// up in process listings and shell histories.
+	// up in process listings and shell histories. Its form depends on Mode.
 	URL string
+	// Mode is how the URL is read and which client is built.
+	// default: ModeStandalone
+	Mode Mode
 	// Username is the ACL user. default: the URL's user, else "default"
 	Username string
 	// Password is the user's password. default: the URL's password
@@ -55,9 +61,11 @@ type Config struct {
 // Validate reports every problem of the configuration at once.
 func (c Config) Validate() error {
 	var problems []error
-	if c.URL == "" {
-		problems = append(problems, errors.New("no Redis URL: set --redis or ARBITER_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
-	} else if _, err := c.parseURL(); err != nil {
+	if err := c.Mode.validate(); err != nil {
+		problems = append(problems, err)
+	} else if c.URL == "" {
+		problems = append(problems, errors.New("no Redis URL: set --redis or ARBITER_REDIS_URL (e.g. "+c.Mode.example()+")"))
+	} else if err := c.parseModeURL(); err != nil {
 		problems = append(problems, err)
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
@@ -79,22 +87,31 @@ func (c Config) Validate() error {
 	return errors.Join(problems...)
 }
 
-// parseURL parses the URL; its error shows the URL without its password.
+// parseURL parses the URL as one server's; its error shows the URL without
+// its password.
 func (c Config) parseURL() (*redis.Options, error) {
 	options, err := redis.ParseURL(c.URL)
 	if err != nil {
-		// url.Parse's error quotes the whole URL, password included.
-		message := strings.ReplaceAll(err.Error(), c.URL, RedactURL(c.URL))
-		if _, password, ok := userinfo(c.URL); ok && password != "" {
-			message = strings.ReplaceAll(message, password, redacted)
-		}
-		return nil, errors.Newf("the Redis URL %s is not a redis:// or rediss:// URL: %s", RedactURL(c.URL), message)
+		return nil, c.urlError(err, "a redis:// or rediss:// URL")
 	}
 	return options, nil
 }
 
+// urlError wraps an error of go-redis's URL parsers, which may quote the
+// URL, password included, or a password= parameter's value.
+func (c Config) urlError(err error, want string) error {
+	message := strings.ReplaceAll(err.Error(), c.URL, RedactURL(c.URL))
+	for _, password := range urlPasswords(c.URL) {
+		message = strings.ReplaceAll(message, password, redacted)
+	}
+	return errors.Newf("the Redis URL %s is not %s: %s", RedactURL(c.URL), want, message)
+}
+
 // Options returns the go-redis options of a single-node client.
 func (c Config) Options() (*redis.Options, error) {
+	if c.Mode == ModeCluster || c.Mode == ModeSentinel {
+		return nil, errors.Newf("redis client configuration: Options builds a single-node client, not one of mode %s: use NewUniversalClient", c.Mode)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, errors.Wrap(err, "redis client configuration")
 	}
@@ -179,26 +196,71 @@ func (c Config) Credentials(urlUsername, urlPassword string) (username, password
 	return username, password
 }
 
-// Addr returns the URL's host:port, for messages.
+// Addr returns where the client connects, for messages: the URL's
+// host:port, a cluster's seed nodes, or a Sentinel master's name and its
+// sentinels.
 func (c Config) Addr() string {
-	if options, err := redis.ParseURL(c.URL); err == nil {
-		return options.Addr
+	switch c.Mode {
+	case ModeCluster:
+		if options, err := redis.ParseClusterURL(c.URL); err == nil {
+			return "cluster " + strings.Join(options.Addrs, ",")
+		}
+	case ModeSentinel:
+		if options, err := redis.ParseFailoverURL(c.URL); err == nil {
+			return "master " + options.MasterName + " of sentinels " + strings.Join(options.SentinelAddrs, ",")
+		}
+	default:
+		if options, err := redis.ParseURL(c.URL); err == nil {
+			return options.Addr
+		}
 	}
 	return RedactURL(c.URL)
 }
 
 const redacted = "xxxxx"
 
-// RedactURL returns the URL with its password replaced by "xxxxx", also
-// when the URL does not parse; the rest is left as it is.
+// RedactURL returns the URL with its passwords replaced by "xxxxx" — the
+// userinfo's and a password= parameter's (a Sentinel URL's master
+// password) — also when the URL does not parse; the rest is left as it is.
 func RedactURL(raw string) string {
-	start, password, ok := userinfo(raw)
-	if !ok || password == "" {
+	if start, password, ok := userinfo(raw); ok && password != "" {
+		// start locates the userinfo; the password follows its first colon.
+		colon := start + strings.Index(raw[start:], ":")
+		raw = raw[:colon+1] + redacted + raw[colon+1+len(password):]
+	}
+	query := strings.Index(raw, "?")
+	if query < 0 {
 		return raw
 	}
-	// start locates the userinfo; the password follows its first colon.
-	colon := start + strings.Index(raw[start:], ":")
-	return raw[:colon+1] + redacted + raw[colon+1+len(password):]
+	params := strings.Split(raw[query+1:], "&")
+	for i, param := range params {
+		if name, _, ok := strings.Cut(param, "="); ok && strings.EqualFold(name, "password") {
+			params[i] = name + "=" + redacted
+		}
+	}
+	return raw[:query+1] + strings.Join(params, "&")
+}
+
+// urlPasswords returns the passwords a URL-like string holds, raw and
+// unescaped: the userinfo's and the password= parameters'.
+func urlPasswords(raw string) []string {
+	var passwords []string
+	if _, password, ok := userinfo(raw); ok && password != "" {
+		passwords = append(passwords, password)
+	}
+	if query := strings.Index(raw, "?"); query >= 0 {
+		for _, param := range strings.Split(raw[query+1:], "&") {
+			if name, value, ok := strings.Cut(param, "="); ok && strings.EqualFold(name, "password") && value != "" {
+				passwords = append(passwords, value)
+			}
+		}
+	}
+	for _, password := range passwords {
+		if unescaped, err := url.QueryUnescape(password); err == nil && unescaped != password {
+			passwords = append(passwords, unescaped)
+		}
+	}
+	return passwords
 }
 
 // userinfo finds the userinfo of a URL-like string without parsing it: the
@@ -210,8 +272,8 @@ func userinfo(raw string) (start int, password string, ok bool) {
 	}
 	start = scheme + 3
 	rest := raw[start:]
-	if slash := strings.Index(rest, "/"); slash >= 0 {
-		rest = rest[:slash]
+	if end := strings.IndexAny(rest, "/?"); end >= 0 {
+		rest = rest[:end]
 	}
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {

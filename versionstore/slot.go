@@ -40,6 +40,17 @@ func clusterSlot(tag string) int {
 	return int(crc16(tag)) % clusterSlots
 }
 
+// slotOfKey returns the slot of a key by Redis Cluster's rule: the content of
+// the first {…} when it is not empty, else the whole key.
+func slotOfKey(key string) int {
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
+			return clusterSlot(key[open+1 : open+1+end])
+		}
+	}
+	return clusterSlot(key)
+}
+
 // slotTags returns one short hash tag per slot, the first of "0", "1", …
 // that hashes to it: the tags of the per-slot amnesia markers.
 func slotTags() []string {

@@ -325,6 +325,10 @@ type LoadRequest struct {
 	// the offset after the last record whose outcome committed), in the
 	// same round trip.
 	Committed map[int32]int64
+	// Floors raises the committed floors on Redis Cluster (the decided
+	// watermarks committed batches wrote per slot; see RaiseCommitted), in
+	// the same round trip. Ignored on a single Redis.
+	Floors map[ShardFloor]int64
 }
 
 // Load reads, in one pipelined round trip, the given aggregates and the
@@ -340,7 +344,7 @@ func (s *Store) Load(ctx context.Context, aggregateIDs []string, refs []CommandR
 func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggregate, map[CommandRef]Decision, error) {
 	aggregates := make(map[string]Aggregate, len(req.AggregateIDs))
 	decisions := make(map[CommandRef]Decision)
-	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 && len(req.Committed) == 0 {
+	if len(req.AggregateIDs) == 0 && len(req.Commands) == 0 && len(req.Forget) == 0 && len(req.Committed) == 0 && len(req.Floors) == 0 {
 		return aggregates, decisions, nil
 	}
 	pipe := s.client.Pipeline()
@@ -381,7 +385,7 @@ func (s *Store) LoadBatch(ctx context.Context, req LoadRequest) (map[string]Aggr
 	for _, ref := range req.Forget {
 		pipe.Unlink(ctx, s.outcomeKey(ref.AggregateID, ref.CommandID))
 	}
-	s.raiseCommitted(ctx, pipe, req.Committed)
+	s.raiseCommitted(ctx, pipe, req.Committed, req.Floors)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, errors.Wrapf(err, "load %d aggregates and %d command decisions", len(req.AggregateIDs), len(req.Commands))
 	}

@@ -845,6 +845,9 @@ func TestClusterSlot(t *testing.T) {
 		if got, want := keySlot(tt.key), int(bitwiseCRC16(tt.want)%16384); got != want {
 			t.Errorf("keySlot(%q) = %d, want %d, the slot of %q (Redis Cluster specification examples)", tt.key, got, want, tt.want)
 		}
+		if got, want := slotOfKey(tt.key), keySlot(tt.key); got != want {
+			t.Errorf("slotOfKey(%q) = %d, want %d", tt.key, got, want)
+		}
 	}
 	if got := keySlot("foo"); got != 12182 {
 		t.Errorf("keySlot(foo) = %d, want 12182 (CLUSTER KEYSLOT foo)", got)

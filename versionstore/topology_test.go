@@ -24,43 +24,18 @@ func clusterStore(t *testing.T) *Store {
 	t.Helper()
 	client := testenv.RedisCluster(t)
 	prefix := testenv.Name(t, "vs-cluster")
-	t.Cleanup(func() { deleteClusterKeys(t, client, prefix+":") })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := testenv.DeleteKeys(ctx, client, prefix+":"); err != nil {
+			t.Errorf("delete test keys under %s on the cluster: %v", prefix, err)
+		}
+	})
 	store := New(client, Options{KeyPrefix: prefix})
 	if !store.cluster {
 		t.Fatal("New took a *redis.ClusterClient for a single server: the per-slot markers would be missing")
 	}
 	return initialized(t, store)
-}
-
-// deleteClusterKeys deletes the keys under prefix on every master, one key
-// per command: keys of different slots cannot share a multi-key command.
-func deleteClusterKeys(t *testing.T, client *redis.ClusterClient, prefix string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		pipe := node.Pipeline()
-		for iter.Next(ctx) {
-			pipe.Unlink(ctx, iter.Val())
-			if pipe.Len() == 1000 {
-				if _, err := pipe.Exec(ctx); err != nil {
-					return err
-				}
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if pipe.Len() > 0 {
-			_, err := pipe.Exec(ctx)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Errorf("delete test keys under %s on the cluster: %v", prefix, err)
-	}
 }
 
 func TestRedisClusterCommitThenLoad(t *testing.T) { runCommitThenLoad(t, clusterStore(t)) }
@@ -173,3 +148,44 @@ func sentinelStore(t *testing.T) *Store {
 func TestRedisSentinelCommitThenLoad(t *testing.T) { runCommitThenLoad(t, sentinelStore(t)) }
 
 func TestRedisSentinelConcurrentAdvance(t *testing.T) { runConcurrentAdvance(t, sentinelStore(t), 10) }
+
+// TestRedisClusterCommittedFloors: the committed floors are only raised,
+// live in the slot of the committed watermarks (so that the two go back in
+// time together or not at all), are read per partition, and a rebuild's
+// ResetWatermarks deletes them with the decided watermarks they guard.
+func TestRedisClusterCommittedFloors(t *testing.T) {
+	store := clusterStore(t)
+	ctx := context.Background()
+	for _, partition := range []int32{0, 1, 11} {
+		if got, want := slotOfKey(store.floorsKey(partition)), slotOfKey(store.committedKey()); got != want {
+			t.Errorf("the floors of partition %d are in slot %d, the committed watermarks in %d: a rollback of one shard could lose the floors and the decisions they guard together", partition, got, want)
+		}
+	}
+	raise := func(floors map[ShardFloor]int64) {
+		t.Helper()
+		if err := store.RaiseCommitted(ctx, map[int32]int64{0: 10}, floors); err != nil {
+			t.Fatalf("RaiseCommitted: %v", err)
+		}
+	}
+	raise(map[ShardFloor]int64{{Shard: 5, Partition: 0}: 7, {Shard: 9, Partition: 1}: 3, {Shard: 16383, Partition: 0}: 2})
+	raise(map[ShardFloor]int64{{Shard: 5, Partition: 0}: 4})
+	got, err := store.CommittedFloors(ctx, []int32{0, 1, 2})
+	if err != nil {
+		t.Fatalf("CommittedFloors: %v", err)
+	}
+	want := map[ShardFloor]int64{{Shard: 5, Partition: 0}: 7, {Shard: 9, Partition: 1}: 3, {Shard: 16383, Partition: 0}: 2}
+	if len(got) != len(want) {
+		t.Fatalf("CommittedFloors = %v, want %v", got, want)
+	}
+	for key, floor := range want {
+		if got[key] != floor {
+			t.Errorf("CommittedFloors[%+v] = %d, want %d (floors are only raised)", key, got[key], floor)
+		}
+	}
+	if err := store.ResetWatermarks(ctx, map[int32]int64{0: 10}); err != nil {
+		t.Fatalf("ResetWatermarks: %v", err)
+	}
+	if got, err := store.CommittedFloors(ctx, []int32{0, 1}); err != nil || len(got) != 0 {
+		t.Errorf("after ResetWatermarks, CommittedFloors = %v, %v; want none: they would outbid the reset decided watermarks", got, err)
+	}
+}

@@ -23,11 +23,42 @@ import (
 //	<prefix>:committed            sorted set: commands partition -> the offset after the
 //	                              last record whose outcome a worker saw committed in Kafka
 //	<prefix>:settings             hash: dedupe_ttl_ms, the decision bucket width
+//	<prefix>:{<tag>}:floors:<p>   Redis Cluster only, sorted set: slot -> the decided
+//	                              watermark of commands partition p that a committed
+//	                              batch wrote in that slot; <tag> puts it in the slot
+//	                              of <prefix>:committed
 //
 // Every watermark is a Kafka-style "next offset", 0 when nothing is known,
 // and only ever raised (ZADD GT). A worker remembers the watermarks it saw or
 // wrote and passes them to the compare-and-set as Change.Floor: a Redis that
 // holds less refuses the change with a *RollbackError, which is ErrAmnesia.
+
+// On Redis Cluster each slot has its own decided watermarks, on its own
+// shard, and a shard can go back in time alone (a master restored from an
+// older backup, a failover to a replica that was behind). A worker that
+// takes a partition learns what every slot must hold from the committed
+// floors: written, like the committed watermarks, after the batch that
+// raised the slot's decided watermark committed, and kept in the slot of
+// the committed watermarks, so that they share a shard. The worker takes
+// them as the floors of its compare-and-sets (Change.Floor), so a slot of a
+// shard that went back in time refuses them. Why every rollback is caught:
+//
+//   - a shard other than the committed watermarks' lost writes: its slots'
+//     decided watermarks are below the committed floors the other shard
+//     kept, and their next compare-and-set is refused;
+//   - the committed watermarks' shard lost writes: it lost them from some
+//     moment on, and the committed watermarks and floors it kept were
+//     written before then, after the decisions they cover. The committed
+//     watermark is then below the partition's position, and the worker
+//     checks that every committed command from there on has its decision
+//     (in any slot), which is where the lost ones are.
+
+// ShardFloor names one decided watermark: a commands partition in one shard
+// (WatermarkShard) of Redis.
+type ShardFloor struct {
+	Shard     int
+	Partition int32
+}
 
 // RollbackError is returned by Commit, joined into ErrAmnesia, when Redis
 // holds a lower decided watermark than the worker saw or wrote before: Redis
@@ -61,6 +92,18 @@ func (s *Store) watermarkKey(aggregateID string) string {
 }
 
 func (s *Store) committedKey() string { return s.opts.KeyPrefix + ":committed" }
+
+// floorsKey returns the committed floors of a commands partition, in the
+// slot of the committed watermarks (Redis Cluster only).
+func (s *Store) floorsKey(partition int32) string {
+	marker := s.slotMarkerKey(slotOfKey(s.committedKey()))
+	return strings.TrimSuffix(marker, ":initialized") + ":floors:" + strconv.Itoa(int(partition))
+}
+
+// floorsPattern matches every floorsKey.
+func (s *Store) floorsPattern() string {
+	return globEscape(strings.TrimSuffix(s.floorsKey(0), "0")) + "*"
+}
 
 func (s *Store) settingsKey() string { return s.opts.KeyPrefix + ":settings" }
 
@@ -107,26 +150,64 @@ func watermarkMap(members []redis.Z) map[int32]int64 {
 	return m
 }
 
-// raiseCommitted queues raising the committed watermarks on a pipeline.
-func (s *Store) raiseCommitted(ctx context.Context, pipe redis.Pipeliner, committed map[int32]int64) {
+// raiseCommitted queues raising the committed watermarks, and on Redis
+// Cluster the committed floors (one ZADD per partition), on a pipeline.
+func (s *Store) raiseCommitted(ctx context.Context, pipe redis.Pipeliner, committed map[int32]int64, floors map[ShardFloor]int64) {
 	for partition, next := range committed {
 		pipe.ZAddGT(ctx, s.committedKey(), redis.Z{Score: float64(next), Member: strconv.Itoa(int(partition))})
 	}
+	if !s.cluster || len(floors) == 0 {
+		return
+	}
+	perPartition := make(map[int32][]redis.Z)
+	for floor, next := range floors {
+		perPartition[floor.Partition] = append(perPartition[floor.Partition], redis.Z{Score: float64(next), Member: strconv.Itoa(floor.Shard)})
+	}
+	for partition, members := range perPartition {
+		pipe.ZAddGT(ctx, s.floorsKey(partition), members...)
+	}
 }
 
-// RaiseCommitted raises the committed watermarks: the outcomes of every
-// record before these offsets are committed in Kafka. Workers usually pass
-// them with the next LoadBatch instead (LoadRequest.Committed).
-func (s *Store) RaiseCommitted(ctx context.Context, committed map[int32]int64) error {
-	if len(committed) == 0 {
+// RaiseCommitted raises the committed watermarks (the outcomes of every
+// record before these offsets are committed in Kafka) and, on Redis
+// Cluster, the committed floors (the decided watermarks committed batches
+// wrote per slot; nil on a single Redis). Workers usually pass them with the
+// next LoadBatch instead (LoadRequest.Committed, LoadRequest.Floors).
+func (s *Store) RaiseCommitted(ctx context.Context, committed map[int32]int64, floors map[ShardFloor]int64) error {
+	if len(committed) == 0 && (!s.cluster || len(floors) == 0) {
 		return nil
 	}
 	pipe := s.client.Pipeline()
-	s.raiseCommitted(ctx, pipe, committed)
+	s.raiseCommitted(ctx, pipe, committed, floors)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return errors.Wrapf(err, "raise the committed watermarks of %d partitions", len(committed))
 	}
 	return nil
+}
+
+// CommittedFloors returns, on Redis Cluster, the committed floors of the
+// given commands partitions: per slot, the decided watermark a committed
+// batch wrote there, which the slot must still hold. On a single Redis it
+// returns nil: its one decided watermark is read with Watermarks.
+func (s *Store) CommittedFloors(ctx context.Context, partitions []int32) (map[ShardFloor]int64, error) {
+	if !s.cluster || len(partitions) == 0 {
+		return nil, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.ZSliceCmd, len(partitions))
+	for i, partition := range partitions {
+		cmds[i] = pipe.ZRangeWithScores(ctx, s.floorsKey(partition), 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, errors.Wrapf(err, "read the committed floors of %d partitions", len(partitions))
+	}
+	floors := make(map[ShardFloor]int64)
+	for i, partition := range partitions {
+		for slot, next := range watermarkMap(cmds[i].Val()) {
+			floors[ShardFloor{Shard: int(slot), Partition: partition}] = next
+		}
+	}
+	return floors, nil
 }
 
 // Generation returns the value of the amnesia marker ("" without it). Init
@@ -271,6 +352,22 @@ func (s *Store) ForgetUnpublished(ctx context.Context, committed map[int32]int64
 // ResetWatermarks sets every watermark (decided and committed, of every
 // slot) to the given offsets per commands partition. For rebuilds.
 func (s *Store) ResetWatermarks(ctx context.Context, committed map[int32]int64) error {
+	if s.cluster {
+		// The floors of every partition, also those missing from
+		// committed: the decided watermarks they guard are deleted.
+		err := s.client.(*redis.ClusterClient).ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			iter := node.Scan(ctx, 0, s.floorsPattern(), 1000).Iterator()
+			for iter.Next(ctx) {
+				if err := node.Unlink(ctx, iter.Val()).Err(); err != nil {
+					return err
+				}
+			}
+			return iter.Err()
+		})
+		if err != nil {
+			return errors.Wrap(err, "delete the committed floors")
+		}
+	}
 	pipe := s.client.Pipeline()
 	pipe.Unlink(ctx, s.committedKey())
 	if s.cluster {

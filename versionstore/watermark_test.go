@@ -121,3 +121,16 @@ func TestForgetUnpublished(t *testing.T) {
 		t.Fatalf("watermarks after the rebuild: decided %d, committed %d; want both at the committed offset 20", decided[2], committed[2])
 	}
 }
+
+// TestCommittedFloorsOnOneServer: a single Redis keeps no committed floors
+// (its one decided watermark is read with Watermarks).
+func TestCommittedFloorsOnOneServer(t *testing.T) {
+	ctx := context.Background()
+	store, _ := newMiniStore(t, Options{})
+	if err := store.RaiseCommitted(ctx, map[int32]int64{0: 3}, map[ShardFloor]int64{{Shard: 0, Partition: 0}: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if floors, err := store.CommittedFloors(ctx, []int32{0}); err != nil || floors != nil {
+		t.Errorf("CommittedFloors = %v, %v on one server, want nil, nil", floors, err)
+	}
+}

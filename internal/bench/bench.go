@@ -35,6 +35,9 @@ type Config struct {
 	Brokers []string
 	// RedisURL is the redis:// URL of the Redis server. Required.
 	RedisURL string
+	// RedisMode is how RedisURL is read (redisclient.Mode): one server, a
+	// Redis Cluster's seed nodes or a Sentinel master. default: standalone
+	RedisMode redisclient.Mode
 	// Target describes the servers in the report, e.g.
 	// "EMBEDDED (not a real broker)". default: the broker and Redis addresses
 	Target string
@@ -217,13 +220,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := cfg.Security.redisConfig(cfg.RedisURL).Options()
+	redisConfig := cfg.Security.redisConfig(cfg.RedisURL)
+	redisConfig.Mode = cfg.RedisMode
+	rdb, err := redisConfig.NewUniversalClient()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{Err: err}
 	}
-	rdb := redis.NewClient(redisOptions)
 	defer rdb.Close()
-	if err := reachable(ctx, kafka, rdb); err != nil {
+	if err := reachable(ctx, kafka, rdb, redisConfig); err != nil {
 		return nil, err
 	}
 	b := &bencher{cfg: cfg, admin: kadm.NewClient(kafka), redis: rdb}
@@ -269,11 +273,11 @@ func (e *UnreachableError) Error() string { return e.Err.Error() }
 // Unwrap returns the cause.
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-func reachable(ctx context.Context, kafka *kgo.Client, rdb *redis.Client) error {
+func reachable(ctx context.Context, kafka *kgo.Client, rdb redis.UniversalClient, redisConfig redisclient.Config) error {
 	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
-		return &UnreachableError{Err: errors.Wrapf(err, "redis at %s does not answer; check --redis", rdb.Options().Addr)}
+		return &UnreachableError{Err: errors.Wrapf(err, "redis at %s does not answer; check --redis and --redis-mode", redisConfig.Addr())}
 	}
 	if err := kafka.Ping(pingCtx); err != nil {
 		return &UnreachableError{Err: errors.Wrap(err, "kafka does not answer; check --brokers")}
@@ -284,7 +288,7 @@ func reachable(ctx context.Context, kafka *kgo.Client, rdb *redis.Client) error 
 type bencher struct {
 	cfg      Config
 	admin    *kadm.Client
-	redis    *redis.Client
+	redis    redis.UniversalClient
 	profiled bool
 }
 

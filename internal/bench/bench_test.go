@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/internal/testenv"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"go.uber.org/goleak"
 )
 
@@ -164,6 +165,36 @@ func TestBenchSmoke(t *testing.T) {
 	var plot bytes.Buffer
 	if err := report.Sweep.WritePlot(&plot, "smoke"); err != nil {
 		t.Errorf("plot: %v", err)
+	}
+}
+
+// TestBenchRedisModes runs a small batched run on the test Redis Cluster
+// and through the test Sentinels: the workers, the outcome checks and the
+// Redis readings (INFO and the key samples, summed over a cluster's
+// masters) work in every mode.
+func TestBenchRedisModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode redisclient.Mode
+		url  func(t *testing.T) string
+	}{
+		{redisclient.ModeCluster, func(t *testing.T) string { testenv.RedisCluster(t); return os.Getenv(testenv.EnvRedisClusterURL) }},
+		{redisclient.ModeSentinel, func(t *testing.T) string { testenv.RedisSentinel(t); return os.Getenv(testenv.EnvRedisSentinelURL) }},
+	} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			brokers := testenv.Brokers(t)
+			redisURL := tc.url(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			var progress strings.Builder
+			report, err := Run(ctx, Config{
+				Brokers: brokers, RedisURL: redisURL, RedisMode: tc.mode,
+				N: 2000, Aggregates: 200, Stale: 0.1, Partitions: 4, Workers: 1, Batch: 500, Progress: &progress,
+			})
+			if err != nil {
+				t.Fatalf("bench: %v\nprogress:\n%s", err, progress.String())
+			}
+			checkRun(t, report.Batched)
+		})
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -32,6 +33,8 @@ type ContentionConfig struct {
 	Brokers []string
 	// RedisURL is the redis:// URL of the Redis server. Required.
 	RedisURL string
+	// RedisMode is how RedisURL is read. default: standalone
+	RedisMode redisclient.Mode
 	// Aggregates is the number of hot aggregates. default: 4
 	Aggregates int
 	// Clients is the number of concurrent clients, spread evenly over the
@@ -122,13 +125,14 @@ func RunContention(ctx context.Context, cfg ContentionConfig) (*ContentionReport
 		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisOptions, err := cfg.Security.redisConfig(cfg.RedisURL).Options()
+	redisConfig := cfg.Security.redisConfig(cfg.RedisURL)
+	redisConfig.Mode = cfg.RedisMode
+	rdb, err := redisConfig.NewUniversalClient()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{Err: err}
 	}
-	rdb := redis.NewClient(redisOptions)
 	defer rdb.Close()
-	if err := reachable(ctx, kafka, rdb); err != nil {
+	if err := reachable(ctx, kafka, rdb, redisConfig); err != nil {
 		return nil, err
 	}
 	report := &ContentionReport{Aggregates: cfg.Aggregates, Clients: cfg.Clients, Duration: cfg.Duration.Seconds()}
@@ -143,13 +147,14 @@ func RunContention(ctx context.Context, cfg ContentionConfig) (*ContentionReport
 	return report, nil
 }
 
-func runContentionMode(ctx context.Context, cfg ContentionConfig, admin *kadm.Client, rdb *redis.Client, onConflict string) (ContentionMode, error) {
+func runContentionMode(ctx context.Context, cfg ContentionConfig, admin *kadm.Client, rdb redis.UniversalClient, onConflict string) (ContentionMode, error) {
 	mode := ContentionMode{OnConflict: onConflict}
 	tag := randomTag()
 	name := "bench-contention-" + tag
 	spec := runSpec{
 		brokers:        cfg.Brokers,
 		redisURL:       cfg.RedisURL,
+		redisMode:      cfg.RedisMode,
 		commandsTopic:  name + "-commands",
 		eventsTopic:    name + "-events",
 		conflictsTopic: name + "-conflicts",

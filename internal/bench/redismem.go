@@ -5,39 +5,67 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 )
 
-// usedMemory returns Redis's INFO memory used_memory.
-func usedMemory(ctx context.Context, client *redis.Client) (int64, error) {
-	info, err := client.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0, errors.Wrap(err, "redis INFO memory")
+// forEachMaster calls fn with every master of a Redis Cluster, in
+// parallel, or with the one server's client otherwise: INFO and SCAN
+// answer for the node they are sent to.
+func forEachMaster(ctx context.Context, client redis.UniversalClient, fn func(ctx context.Context, node redis.UniversalClient) error) error {
+	if cluster, ok := client.(*redis.ClusterClient); ok {
+		return cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return fn(ctx, node) })
 	}
-	return infoField(info, "used_memory")
+	return fn(ctx, client)
 }
 
-// redisCPU returns Redis's used_cpu_sys + used_cpu_user in seconds.
-func redisCPU(ctx context.Context, client *redis.Client) (float64, error) {
-	info, err := client.Info(ctx, "cpu").Result()
-	if err != nil {
-		return 0, errors.Wrap(err, "redis INFO cpu")
-	}
+// usedMemory returns Redis's INFO memory used_memory, summed over a
+// cluster's masters.
+func usedMemory(ctx context.Context, client redis.UniversalClient) (int64, error) {
+	var mu sync.Mutex
+	var total int64
+	err := forEachMaster(ctx, client, func(ctx context.Context, node redis.UniversalClient) error {
+		info, err := node.Info(ctx, "memory").Result()
+		if err != nil {
+			return errors.Wrap(err, "redis INFO memory")
+		}
+		used, err := infoField(info, "used_memory")
+		mu.Lock()
+		total += used
+		mu.Unlock()
+		return err
+	})
+	return total, err
+}
+
+// redisCPU returns Redis's used_cpu_sys + used_cpu_user in seconds, summed
+// over a cluster's masters.
+func redisCPU(ctx context.Context, client redis.UniversalClient) (float64, error) {
+	var mu sync.Mutex
 	var total float64
-	for _, field := range []string{"used_cpu_sys", "used_cpu_user"} {
-		for line := range strings.SplitSeq(info, "\n") {
-			if value, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-				v, err := strconv.ParseFloat(value, 64)
-				if err != nil {
-					return 0, errors.Wrapf(err, "redis INFO %s", field)
+	err := forEachMaster(ctx, client, func(ctx context.Context, node redis.UniversalClient) error {
+		info, err := node.Info(ctx, "cpu").Result()
+		if err != nil {
+			return errors.Wrap(err, "redis INFO cpu")
+		}
+		for _, field := range []string{"used_cpu_sys", "used_cpu_user"} {
+			for line := range strings.SplitSeq(info, "\n") {
+				if value, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+					v, err := strconv.ParseFloat(value, 64)
+					if err != nil {
+						return errors.Wrapf(err, "redis INFO %s", field)
+					}
+					mu.Lock()
+					total += v
+					mu.Unlock()
 				}
-				total += v
 			}
 		}
-	}
-	return total, nil
+		return nil
+	})
+	return total, err
 }
 
 func infoField(info, field string) (int64, error) {
@@ -69,26 +97,32 @@ type KeyClass struct {
 }
 
 // sampleKeys scans every key under prefix, counts them by class and takes
-// MEMORY USAGE of up to perClass of each.
-func sampleKeys(ctx context.Context, client *redis.Client, prefix string, perClass int) ([]KeyClass, error) {
+// MEMORY USAGE of up to perClass of each (on a cluster, every master's keys).
+func sampleKeys(ctx context.Context, client redis.UniversalClient, prefix string, perClass int) ([]KeyClass, error) {
 	classes := make(map[string]*KeyClass)
 	samples := make(map[string][]string)
-	iter := client.Scan(ctx, 0, prefix+":{*", 5000).Iterator()
-	for iter.Next(ctx) {
-		key := iter.Val()
-		class := keyClass(key, prefix)
-		c, ok := classes[class]
-		if !ok {
-			c = &KeyClass{Class: class}
-			classes[class] = c
+	var mu sync.Mutex
+	err := forEachMaster(ctx, client, func(ctx context.Context, node redis.UniversalClient) error {
+		iter := node.Scan(ctx, 0, prefix+":{*", 5000).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			class := keyClass(key, prefix)
+			mu.Lock()
+			c, ok := classes[class]
+			if !ok {
+				c = &KeyClass{Class: class}
+				classes[class] = c
+			}
+			c.Keys++
+			if len(samples[class]) < perClass {
+				samples[class] = append(samples[class], key)
+			}
+			mu.Unlock()
 		}
-		c.Keys++
-		if len(samples[class]) < perClass {
-			samples[class] = append(samples[class], key)
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return nil, errors.Wrap(err, "scan the run's redis keys")
+		return errors.Wrap(iter.Err(), "scan the run's redis keys")
+	})
+	if err != nil {
+		return nil, err
 	}
 	for class, keys := range samples {
 		c := classes[class]
@@ -137,7 +171,7 @@ func sampleKeys(ctx context.Context, client *redis.Client, prefix string, perCla
 
 // valueLength is the length of a key's value by its type: a string's
 // length, a hash's field values summed, a set's or list's members summed.
-func valueLength(ctx context.Context, client *redis.Client, key string) int64 {
+func valueLength(ctx context.Context, client redis.UniversalClient, key string) int64 {
 	kind, err := client.Type(ctx, key).Result()
 	if err != nil {
 		return 0
@@ -190,28 +224,27 @@ func keyClass(key, prefix string) string {
 	return rest
 }
 
-// deleteKeys removes every key under prefix.
-func deleteKeys(ctx context.Context, client *redis.Client, prefix string) error {
-	iter := client.Scan(ctx, 0, prefix+":*", 5000).Iterator()
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := client.Unlink(ctx, batch...).Err()
-		batch = batch[:0]
-		return err
-	}
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 1000 {
-			if err := flush(); err != nil {
-				return errors.Wrap(err, "delete the run's redis keys")
+// deleteKeys removes every key under prefix, on every master of a cluster,
+// one key per UNLINK: keys of different slots cannot share one.
+func deleteKeys(ctx context.Context, client redis.UniversalClient, prefix string) error {
+	return forEachMaster(ctx, client, func(ctx context.Context, node redis.UniversalClient) error {
+		iter := node.Scan(ctx, 0, prefix+":*", 5000).Iterator()
+		pipe := node.Pipeline()
+		for iter.Next(ctx) {
+			pipe.Unlink(ctx, iter.Val())
+			if pipe.Len() == 1000 {
+				if _, err := pipe.Exec(ctx); err != nil {
+					return errors.Wrap(err, "delete the run's redis keys")
+				}
 			}
 		}
-	}
-	if err := iter.Err(); err != nil {
-		return errors.Wrap(err, "scan the run's redis keys")
-	}
-	return errors.Wrap(flush(), "delete the run's redis keys")
+		if err := iter.Err(); err != nil {
+			return errors.Wrap(err, "scan the run's redis keys")
+		}
+		if pipe.Len() == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		return errors.Wrap(err, "delete the run's redis keys")
+	})
 }

@@ -98,6 +98,7 @@ func (b *bencher) newRun(p runParams) *benchRun {
 	r := &benchRun{b: b, p: p, tag: tag, mode: "saturation", spec: runSpec{
 		brokers:        b.cfg.Brokers,
 		redisURL:       b.cfg.RedisURL,
+		redisMode:      b.cfg.RedisMode,
 		commandsTopic:  name + "-commands",
 		eventsTopic:    name + "-events",
 		conflictsTopic: name + "-conflicts",

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/child"
 	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/arbiter-cqrs/arbiter/redisclient"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -47,6 +49,7 @@ func (c counters) minus(o counters) counters {
 type runSpec struct {
 	brokers        []string
 	redisURL       string
+	redisMode      redisclient.Mode
 	commandsTopic  string
 	eventsTopic    string
 	conflictsTopic string
@@ -73,7 +76,7 @@ type workerSet interface {
 // inProcessWorkers runs processor.Workers in this process.
 type inProcessWorkers struct {
 	workers []*processor.Worker
-	clients []*redis.Client
+	clients []redis.UniversalClient
 	timers  []*phaseTimer
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -86,8 +89,9 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 	if err := product.Register(registry); err != nil {
 		return nil, errors.Wrap(err, "register the Product handlers")
 	}
-	options, err := spec.security.redisConfig(spec.redisURL).Options()
-	if err != nil {
+	redisConfig := spec.security.redisConfig(spec.redisURL)
+	redisConfig.Mode = spec.redisMode
+	if err := redisConfig.Validate(); err != nil {
 		return nil, err
 	}
 	securityOpts, err := spec.security.kafkaOpts()
@@ -97,7 +101,11 @@ func startInProcess(ctx context.Context, spec runSpec, n int, instanceTag string
 	ctx, cancel := context.WithCancel(ctx)
 	s := &inProcessWorkers{cancel: cancel}
 	for i := range n {
-		client := redis.NewClient(options)
+		client, err := redisConfig.NewUniversalClient()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
 		s.clients = append(s.clients, client)
 		cfg := processor.Config{
 			Brokers:               spec.brokers,
@@ -205,6 +213,7 @@ func startProcesses(_ context.Context, spec runSpec, binary string, n int, insta
 		args := []string{"worker",
 			"--brokers", strings.Join(spec.brokers, ","),
 			"--redis", spec.redisURL,
+			"--redis-mode", string(cmp.Or(spec.redisMode, redisclient.ModeStandalone)),
 			"--commands-topic", spec.commandsTopic,
 			"--events-topic", spec.eventsTopic,
 			"--conflicts-topic", spec.conflictsTopic,

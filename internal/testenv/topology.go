@@ -78,3 +78,37 @@ func RedisSentinel(t testing.TB) *redis.Client {
 	}
 	return client
 }
+
+// DeleteKeys deletes every key under prefix (which holds no glob character)
+// on every master of client — each master of a Redis Cluster, the one
+// server otherwise — one key per command, as keys of different slots cannot
+// share a multi-key command. It is how a test that shares a cluster wipes
+// its own data: never FLUSHALL.
+func DeleteKeys(ctx context.Context, client redis.UniversalClient, prefix string) error {
+	deleteOn := func(ctx context.Context, node redis.UniversalClient) error {
+		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		pipe := node.Pipeline()
+		for iter.Next(ctx) {
+			pipe.Unlink(ctx, iter.Val())
+			if pipe.Len() == 1000 {
+				if _, err := pipe.Exec(ctx); err != nil {
+					return errors.Wrapf(err, "unlink keys under %s", prefix)
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return errors.Wrapf(err, "scan keys under %s", prefix)
+		}
+		if pipe.Len() > 0 {
+			_, err := pipe.Exec(ctx)
+			return errors.Wrapf(err, "unlink keys under %s", prefix)
+		}
+		return nil
+	}
+	if cluster, ok := client.(*redis.ClusterClient); ok {
+		return cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return errors.Wrapf(deleteOn(ctx, node), "on master %s", node.Options().Addr)
+		})
+	}
+	return deleteOn(ctx, client)
+}
