@@ -309,3 +309,64 @@ func TestWindowExceededStalls(t *testing.T) {
 		t.Fatal("the worker aborted no batch: it did not refuse the command")
 	}
 }
+
+// TestWarnsOfFiniteEventsRetention: a worker says at start when the events
+// topic deletes events (rebuild-versions needs every one since the first),
+// and keeps quiet when it keeps them all.
+func TestWarnsOfFiniteEventsRetention(t *testing.T) {
+	const warning = "the events topic deletes events after retention.ms"
+	for _, tt := range []struct {
+		name      string
+		retention string // "" leaves the broker default (7 days)
+		wantWarn  bool
+	}{
+		{name: "broker default", wantWarn: true},
+		{name: "kept forever", retention: "-1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, 1)
+			if tt.retention != "" {
+				client, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer client.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				responses, err := kadm.NewClient(client).AlterTopicConfigs(ctx,
+					[]kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &tt.retention}}, s.topics.Events)
+				if err == nil {
+					_, err = responses.On(s.topics.Events, nil)
+				}
+				if err != nil {
+					t.Fatalf("set retention.ms=%s on the events topic: %v", tt.retention, err)
+				}
+			}
+			log, logs := bufferLogger()
+			s.startWorker(func(cfg *processor.Config) { cfg.Logger = log })
+			started := func() bool {
+				for _, line := range logs.lines() {
+					if strings.Contains(line, "worker starting") {
+						return true
+					}
+				}
+				return false
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !started() && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			// The topics are inspected right after "worker starting", before
+			// the first poll: a created aggregate's outcome means it is done.
+			s.send(productCommand(t, "rt-c1", "rt-agg", product.CreateProductType, 0, product.CreateProduct{Name: "Lamp", Price: 10, Stock: 1}))
+			s.out.WaitFor(30*time.Second, "rt-c1")
+			warned := false
+			for _, line := range logs.lines() {
+				warned = warned || strings.Contains(line, warning)
+			}
+			if warned != tt.wantWarn {
+				t.Fatalf("retention %q: warned %v, want %v; log:\n%s", tt.retention, warned, tt.wantWarn, strings.Join(logs.lines(), "\n"))
+			}
+		})
+	}
+}
