@@ -2,8 +2,12 @@ package processor_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,11 +29,10 @@ import (
 // which sends nothing, and resets to the offsets it last knew committed).
 type ambiguousEnd struct {
 	armed atomic.Bool
-	// fired is closed once a commit was reported as not committed.
-	fired chan struct{}
+	done  chan struct{}
 }
 
-func newAmbiguousEnd() *ambiguousEnd { return &ambiguousEnd{fired: make(chan struct{})} }
+func newAmbiguousEnd() *ambiguousEnd { return &ambiguousEnd{done: make(chan struct{})} }
 
 func (a *ambiguousEnd) end(ctx context.Context, sess *kgo.GroupTransactSession, commit kgo.TransactionEndTry) (bool, error) {
 	// Armed is read before the transaction ends: a batch whose outcomes
@@ -44,7 +47,7 @@ func (a *ambiguousEnd) end(ctx context.Context, sess *kgo.GroupTransactSession, 
 		return committed, err
 	}
 	sess.Client().SetOffsets(before)
-	close(a.fired) // armed once: fires once
+	close(a.done) // armed once: fires once
 	return false, nil
 }
 
@@ -61,13 +64,56 @@ func (c *sessionCounter) ObserveSession(o processor.SessionObservation) {
 	}
 }
 
+// ambiguity makes a worker's next commit after arm ambiguous: the broker
+// commits and the worker is told it did not.
+type ambiguity interface {
+	// configure and prepare install it on the worker, before it runs.
+	configure(cfg *processor.Config)
+	prepare(worker *processor.Worker)
+	arm()
+	// fired is closed once a commit was made ambiguous.
+	fired() <-chan struct{}
+}
+
+func (a *ambiguousEnd) configure(*processor.Config) {}
+func (a *ambiguousEnd) prepare(worker *processor.Worker) {
+	processor.SetEndTransaction(worker, a.end)
+}
+func (a *ambiguousEnd) arm()                   { a.armed.Store(true) }
+func (a *ambiguousEnd) fired() <-chan struct{} { return a.done }
+
+func (u *unknownEndTxn) configure(cfg *processor.Config) {
+	cfg.KafkaOptions = append(cfg.KafkaOptions, kgo.Dialer(u.dial))
+}
+func (u *unknownEndTxn) prepare(*processor.Worker) {}
+func (u *unknownEndTxn) arm()                      { u.armed.Store(true) }
+func (u *unknownEndTxn) fired() <-chan struct{}    { return u.done }
+
 // TestAmbiguousCommit (issue 10, scenario 5): a transaction the broker
 // committed but the worker was told did not commit must not be replayed in
 // the same session. The worker replaces the session, which fetches the
 // committed offsets from the broker; every command keeps exactly one
 // outcome and no aggregate version is published twice, in the ambiguous
-// batch and in the batches after it.
+// batch and in the batches after it, and verify finds no anomaly.
 func TestAmbiguousCommit(t *testing.T) {
+	tests := []struct {
+		name      string
+		ambiguity func() ambiguity
+	}{
+		// What the worker is told, without going through franz-go.
+		{"End reports not committed", func() ambiguity { return newAmbiguousEnd() }},
+		// The broker's answer rewritten on the wire: franz-go's own
+		// handling of it (retry as an abort, rewind) reaches the worker.
+		{"EndTxn answers UNKNOWN_SERVER_ERROR", func() ambiguity { return newUnknownEndTxn() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			testAmbiguousCommit(t, tt.ambiguity())
+		})
+	}
+}
+
+func testAmbiguousCommit(t *testing.T, ambiguous ambiguity) {
 	const partitions = 2
 	s := newStack(t, partitions)
 	sessions := &sessionCounter{}
@@ -77,9 +123,9 @@ func TestAmbiguousCommit(t *testing.T) {
 		cfg.Hooks.AfterBatch = func(_ context.Context, params processor.BatchParams) {
 			replayed.Add(int64(params.Replayed))
 		}
+		ambiguous.configure(cfg)
 	})
-	ambiguous := newAmbiguousEnd()
-	processor.SetEndTransaction(worker, ambiguous.end)
+	ambiguous.prepare(worker)
 	s.run(worker)
 
 	// One product per partition, so that the ambiguous commit covers both.
@@ -111,7 +157,7 @@ func TestAmbiguousCommit(t *testing.T) {
 	})
 	// The group has committed offsets on both partitions now: the rewind
 	// after the ambiguous commit goes back to the start of its batch.
-	ambiguous.armed.Store(true)
+	ambiguous.arm()
 	phase("ambiguous batch", func(productID string) []commands.Command {
 		return []commands.Command{
 			productCommand(t, productID+"-price", productID, product.ChangePriceType, 1, product.ChangePrice{NewPrice: 90}),
@@ -122,7 +168,7 @@ func TestAmbiguousCommit(t *testing.T) {
 	// The outcomes are visible as soon as the broker committed, maybe
 	// before the worker was told otherwise.
 	select {
-	case <-ambiguous.fired:
+	case <-ambiguous.fired():
 	case <-time.After(90 * time.Second):
 		t.Fatal("no commit was reported as not committed: the test did not make the commit ambiguous")
 	}
@@ -202,4 +248,140 @@ func checkVerify(t *testing.T, s *stack) {
 	for _, anomaly := range report.Anomalies {
 		t.Errorf("verify: %s", anomaly)
 	}
+}
+
+// EndTxn's Kafka API key, and its first flexible version (a tagged-field
+// byte in the request and response headers).
+const (
+	endTxnAPIKey      = 26
+	endTxnFlexibleMin = 3
+)
+
+// unknownEndTxn is a kgo.Dialer whose connections, once armed, answer the
+// next EndTxn with UNKNOWN_SERVER_ERROR after the broker carried it out:
+// the real ambiguous commit, seen through franz-go's own handling of it.
+type unknownEndTxn struct {
+	armed atomic.Bool
+	done  chan struct{}
+}
+
+func newUnknownEndTxn() *unknownEndTxn { return &unknownEndTxn{done: make(chan struct{})} }
+
+func (u *unknownEndTxn) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, network, host)
+	if err != nil {
+		return nil, err
+	}
+	return &rewritingConn{Conn: conn, owner: u, rewriting: make(map[int32]int16)}, nil
+}
+
+// rewritingConn follows the requests written to find the EndTxn commit
+// sent once armed, and rewrites the error code of its response.
+type rewritingConn struct {
+	net.Conn
+	owner *unknownEndTxn
+
+	writeMu sync.Mutex
+	written []byte
+	// rewriting maps the correlation ID of the EndTxn whose response is
+	// to be rewritten to its request version.
+	rewriting map[int32]int16
+
+	pending []byte // the rest of the response frame being read
+}
+
+func (c *rewritingConn) Write(p []byte) (int, error) {
+	c.writeMu.Lock()
+	c.written = append(c.written, p...)
+	for len(c.written) >= 4 {
+		size := int(binary.BigEndian.Uint32(c.written))
+		if len(c.written) < 4+size {
+			break
+		}
+		frame := c.written[4 : 4+size]
+		// Armed is read before the broker gets the commit: a batch whose
+		// outcomes the test saw before arming is not the one made
+		// ambiguous.
+		if len(frame) >= 8 && int16(binary.BigEndian.Uint16(frame)) == endTxnAPIKey && endTxnCommits(frame) &&
+			c.owner.armed.CompareAndSwap(true, false) {
+			c.rewriting[int32(binary.BigEndian.Uint32(frame[4:]))] = int16(binary.BigEndian.Uint16(frame[2:]))
+		}
+		c.written = c.written[4+size:]
+	}
+	c.writeMu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *rewritingConn) Read(p []byte) (int, error) {
+	if len(c.pending) == 0 {
+		var sizeBytes [4]byte
+		if _, err := io.ReadFull(c.Conn, sizeBytes[:]); err != nil {
+			return 0, err
+		}
+		frame := make([]byte, 4+binary.BigEndian.Uint32(sizeBytes[:]))
+		copy(frame, sizeBytes[:])
+		if _, err := io.ReadFull(c.Conn, frame[4:]); err != nil {
+			return 0, err
+		}
+		c.rewrite(frame)
+		c.pending = frame
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// rewrite sets the error code of the selected EndTxn's response frame to
+// UNKNOWN_SERVER_ERROR when the broker reported success.
+func (c *rewritingConn) rewrite(frame []byte) {
+	if len(frame) < 8 {
+		return
+	}
+	correlationID := int32(binary.BigEndian.Uint32(frame[4:]))
+	c.writeMu.Lock()
+	version, ok := c.rewriting[correlationID]
+	delete(c.rewriting, correlationID)
+	c.writeMu.Unlock()
+	if !ok {
+		return
+	}
+	at := 4 + 4 + 4 // size, correlation ID, throttle
+	if version >= endTxnFlexibleMin {
+		at++ // the response header's empty tagged fields
+	}
+	if len(frame) < at+2 || binary.BigEndian.Uint16(frame[at:]) != 0 {
+		c.owner.armed.Store(true) // not committed: the next commit then
+		return
+	}
+	binary.BigEndian.PutUint16(frame[at:], 0xffff) // UNKNOWN_SERVER_ERROR, -1
+	close(c.owner.done)
+}
+
+// endTxnCommits tells whether an EndTxn request frame (without its size)
+// asks to commit.
+func endTxnCommits(frame []byte) bool {
+	flexible := int16(binary.BigEndian.Uint16(frame[2:])) >= endTxnFlexibleMin
+	at := 8 // API key, version, correlation ID
+	if at+2 > len(frame) {
+		return false
+	}
+	if clientID := int16(binary.BigEndian.Uint16(frame[at:])); clientID > 0 {
+		at += int(clientID)
+	}
+	at += 2
+	if flexible {
+		at++ // the request header's empty tagged fields
+		length, n := binary.Uvarint(frame[min(at, len(frame)):])
+		if n <= 0 {
+			return false
+		}
+		at += n + int(length) - 1 // a compact string: length + 1
+	} else {
+		if at+2 > len(frame) {
+			return false
+		}
+		at += 2 + int(int16(binary.BigEndian.Uint16(frame[at:])))
+	}
+	at += 8 + 2 // producer ID, epoch
+	return at < len(frame) && frame[at] == 1
 }
