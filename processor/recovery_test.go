@@ -22,6 +22,14 @@ import (
 // returned stop is called (or the test ends).
 func (s *stack) runWorker(group string, mutate func(*processor.Config)) (*processor.Worker, func()) {
 	s.t.Helper()
+	worker := s.newWorker(group, mutate)
+	return worker, s.run(worker)
+}
+
+// newWorker returns an in-process worker of the stack in group, not yet
+// running.
+func (s *stack) newWorker(group string, mutate func(*processor.Config)) *processor.Worker {
+	s.t.Helper()
 	registry := processor.NewRegistry()
 	if err := product.Register(registry); err != nil {
 		s.t.Fatal(err)
@@ -39,6 +47,11 @@ func (s *stack) runWorker(group string, mutate func(*processor.Config)) (*proces
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return worker
+}
+
+// run runs worker until the returned stop is called (or the test ends).
+func (s *stack) run(worker *processor.Worker) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- worker.Run(ctx) }()
@@ -54,7 +67,7 @@ func (s *stack) runWorker(group string, mutate func(*processor.Config)) (*proces
 		}
 	}
 	s.t.Cleanup(stop)
-	return worker, stop
+	return stop
 }
 
 func (s *stack) rebuild(mutate func(*processor.RebuildConfig)) (processor.RebuildReport, error) {

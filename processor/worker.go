@@ -251,6 +251,10 @@ type Worker struct {
 	// generation is the amnesia marker's value the worker decides under;
 	// a rebuild writes a new one.
 	generation atomic.Pointer[string]
+	// endTransaction ends a batch's transaction with sess.End.
+	// A test replaces it to report a commit that went through as not
+	// committed, as franz-go does after an ambiguous EndTxn (endedUnclearly).
+	endTransaction func(ctx context.Context, sess *kgo.GroupTransactSession, commit kgo.TransactionEndTry) (committed bool, err error)
 }
 
 // currentGeneration returns the marker value the worker decides under.
@@ -293,6 +297,9 @@ func New(cfg Config) (*Worker, error) {
 		cfg:                   cfg,
 		log:                   cfg.Logger,
 		producerBatchMaxBytes: defaultProducerBatchMaxBytes,
+		endTransaction: func(ctx context.Context, sess *kgo.GroupTransactSession, commit kgo.TransactionEndTry) (bool, error) {
+			return sess.End(ctx, commit)
+		},
 		decider: &decider{
 			registry:           cfg.Registry,
 			maxRecordBytes:     cfg.MaxRecordBytes,
@@ -501,7 +508,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			l.aborts.aborted(w.log, level, records, produceErr)
 		}
 		endCtx, cancel := context.WithTimeout(batchCtx, w.cfg.TransactionTimeout+w.cfg.SessionTimeout)
-		committed, err := sess.End(endCtx, commit)
+		committed, err := w.endTransaction(endCtx, sess, commit)
 		cancel()
 		params.Committed = committed
 		if committed && err == nil {
