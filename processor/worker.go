@@ -72,6 +72,12 @@ type Config struct {
 	// A command over it is rejected, naming the limit.
 	// default: 4 MiB (DefaultMaxCommandOutcomeBytes)
 	MaxCommandOutcomeBytes int
+	// IsolationInterval is how long a partition whose batches fail alone,
+	// again and again, for a reason tied to its records (a record the
+	// broker refuses) stays paused before it is tried again; while it is,
+	// the session's other partitions keep deciding, and the partition is
+	// reported once per interval. default: 1m
+	IsolationInterval time.Duration
 	// SessionTimeout is the consumer group session timeout: how long a
 	// silent worker keeps its partitions. default: 10s
 	SessionTimeout time.Duration
@@ -193,6 +199,9 @@ func (c *Config) setDefaults() {
 	if c.MaxCommandOutcomeBytes <= 0 {
 		c.MaxCommandOutcomeBytes = DefaultMaxCommandOutcomeBytes
 	}
+	if c.IsolationInterval <= 0 {
+		c.IsolationInterval = time.Minute
+	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -271,6 +280,9 @@ type lane struct {
 	aborts abortReporter
 	// recovery tells a Redis that went back in time.
 	recovery recovery
+	// isolation narrows batches that keep failing to the partition that
+	// fails.
+	isolation isolation
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -328,7 +340,7 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
 		kgo.ClientID(defaultClientID),
 	}
-	opts = append(opts, w.groupObserverOpts(l.transactionalID, l.recovery.onAssigned)...)
+	opts = append(opts, w.groupObserverOpts(l.transactionalID, l.recovery.onAssigned, l.isolation.onChanged)...)
 	opts = append(opts, w.cfg.KafkaOptions...)
 	if w.cfg.SessionKafkaOptions != nil {
 		opts = append(opts, w.cfg.SessionKafkaOptions(l.transactionalID)...)
@@ -450,14 +462,21 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
 	// The partitions this session gets are checked again when first seen.
 	l.recovery.checked = make(map[int32]bool)
+	// A new client has no partition paused.
+	l.isolation.reset()
+	iso := isolator{isolation: &l.isolation, w: w, client: sess.Client(), lane: l.transactionalID}
 	for {
-		fetches := sess.PollRecords(ctx, w.cfg.MaxBatch)
+		// A stuck partition is tried again once its interval is over, even
+		// when the others have nothing to poll.
+		pollCtx, cancelPoll := pollContext(ctx, iso.beforePoll(time.Now()))
+		fetches := sess.PollRecords(pollCtx, w.cfg.MaxBatch)
+		cancelPoll()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
 		}
 		var fetchErr error
 		fetches.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				w.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", partition), errorField(err))
 				fetchErr = err
 			}
@@ -503,6 +522,12 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		committed, err := sess.End(endCtx, commit)
 		cancel()
 		params.Committed = committed
+		switch {
+		case committed && err == nil:
+			iso.committed(batchPartitions(records))
+		case produceErr != nil && !committed:
+			iso.failed(batchPartitions(records), produceErr)
+		}
 		if committed && err == nil {
 			l.aborts.committed(w.log)
 			// The outcome records are no longer needed for a replay; the

@@ -1,0 +1,204 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arbiter-cqrs/arbiter/commands"
+	"github.com/arbiter-cqrs/arbiter/examples/product"
+	"github.com/arbiter-cqrs/arbiter/internal/testkit"
+	"github.com/arbiter-cqrs/arbiter/processor"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// stuckObserver collects the "partition stuck" observations of a worker.
+type stuckObserver struct {
+	mu    sync.Mutex
+	stuck []processor.SessionObservation
+	seen  chan struct{}
+}
+
+func newStuckObserver() *stuckObserver { return &stuckObserver{seen: make(chan struct{}, 64)} }
+
+func (o *stuckObserver) ObserveBatch(processor.BatchObservation) {}
+func (o *stuckObserver) ObserveRedis(processor.RedisObservation) {}
+func (o *stuckObserver) ObserveSession(s processor.SessionObservation) {
+	if s.State != processor.SessionPartitionStuck {
+		return
+	}
+	o.mu.Lock()
+	o.stuck = append(o.stuck, s)
+	o.mu.Unlock()
+	select {
+	case o.seen <- struct{}{}:
+	default:
+	}
+}
+
+// await waits until n "partition stuck" observations were made and returns
+// them.
+func (o *stuckObserver) await(t *testing.T, n int, timeout time.Duration) []processor.SessionObservation {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		o.mu.Lock()
+		got := append([]processor.SessionObservation(nil), o.stuck...)
+		o.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-o.seen:
+		case <-deadline:
+			t.Fatalf("%d partition stuck observations after %v, want %d: %+v", len(got), timeout, n, got)
+		}
+	}
+}
+
+// setTopicConfig sets one configuration entry of topics.
+func setTopicConfig(t *testing.T, brokers []string, key, value string, topics ...string) {
+	t.Helper()
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	responses, err := kadm.NewClient(client).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: key, Value: &value}}, topics...)
+	if err == nil {
+		for _, topic := range topics {
+			if _, err = responses.On(topic, nil); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("set %s=%s on %v: %v", key, value, topics, err)
+	}
+}
+
+// produceLanded sends records with the default (murmur2) partitioner and
+// returns them with the partitions and offsets they landed on.
+func produceLanded(t *testing.T, brokers []string, records ...*kgo.Record) []*kgo.Record {
+	t.Helper()
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := client.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("produce %d records: %v", len(records), err)
+	}
+	// The client sets each record's partition and offset.
+	return records
+}
+
+// TestRefusedPartitionIsIsolated: a command record whose outcome record the
+// broker refuses, on every retry, must not hold the other partitions of its
+// session hostage. The worker narrows the failing batch down to the
+// partition that fails alone, pauses it for the isolation interval, reports
+// it once per interval (log and Observer), and every other partition keeps
+// deciding, in the same polls and in later ones.
+func TestRefusedPartitionIsIsolated(t *testing.T) {
+	const partitions = 4
+	s := newStack(t, partitions)
+	// A compacted conflicts topic refuses records without a key.
+	setTopicConfig(t, s.brokers, "cleanup.policy", "compact", s.topics.Conflicts)
+	log, logs := bufferLogger()
+	observer := newStuckObserver()
+	const interval = 3 * time.Second
+	s.startWorker(func(cfg *processor.Config) {
+		cfg.Logger = log
+		cfg.Observer = observer
+		cfg.IsolationInterval = interval
+	})
+
+	create := func(n int) commands.Command {
+		productID := fmt.Sprintf("iso-%d", n)
+		return productCommand(t, productID+"-create", productID, product.CreateProductType, 0, product.CreateProduct{Name: "Lamp", Price: 10, Stock: 1})
+	}
+	var records []*kgo.Record
+	for n := range 12 {
+		records = append(records, testkit.CommandRecord(t, s.topics.Commands, create(n)))
+	}
+	// A command record without a key whose value does not decode: its
+	// invalid conflict record has no key either.
+	bad := &kgo.Record{Topic: s.topics.Commands, Value: []byte("not a command")}
+	landed := produceLanded(t, s.brokers, append([]*kgo.Record{bad}, records...)...)
+	badPartition := landed[0].Partition
+
+	// Every valid command on another partition gets its outcome.
+	var others []string
+	for i, rec := range landed[1:] {
+		if rec.Partition != badPartition {
+			others = append(others, create(i).ID)
+		}
+	}
+	if len(others) == 0 {
+		t.Fatal("setup: every command landed on the bad record's partition")
+	}
+	start := time.Now()
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, line := range logs.lines() {
+				if !strings.Contains(line, `"logger":"kafka"`) {
+					t.Logf("%.400s", line)
+				}
+			}
+		}
+	})
+	t.Logf("bad record on partition %d; %d commands on the others", badPartition, len(others))
+	s.out.WaitFor(30*time.Second, others...)
+	t.Logf("the %d commands on the other partitions had their outcomes %v after they were sent", len(others), time.Since(start).Round(time.Millisecond))
+
+	// The bad partition is reported, with its error, and again after each
+	// interval in which it was retried and failed alone.
+	reports := observer.await(t, 2, 30*time.Second)
+	for _, report := range reports {
+		if len(report.Partitions) != 1 || report.Partitions[0] != badPartition || report.Err == nil {
+			t.Fatalf("want partition %d reported stuck with its error, got %+v", badPartition, report)
+		}
+	}
+
+	// A later poll on the other partitions moves too.
+	var next []*kgo.Record
+	var nextIDs []string
+	for n := range 12 {
+		if landed[n+1].Partition == badPartition {
+			continue
+		}
+		cmd := productCommand(t, create(n).ID+"-price", create(n).AggregateID, product.ChangePriceType, 1, product.ChangePrice{NewPrice: 9})
+		next = append(next, testkit.CommandRecord(t, s.topics.Commands, cmd))
+		nextIDs = append(nextIDs, cmd.ID)
+	}
+	testkit.Produce(t, s.brokers, next...)
+	s.out.WaitFor(30*time.Second, nextIDs...)
+
+	elapsed := time.Since(start)
+	lines := 0
+	for _, line := range logs.lines() {
+		var entry struct {
+			Msg       string `json:"msg"`
+			Partition int32  `json:"partition"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || !strings.HasPrefix(entry.Msg, "partition isolated") {
+			continue
+		}
+		if entry.Partition != badPartition {
+			t.Errorf("partition %d reported isolated; only %d fails: %s", entry.Partition, badPartition, line)
+		}
+		lines++
+	}
+	if most := int(elapsed/interval) + 1; lines < 2 || lines > most {
+		t.Errorf("partition %d reported %d times in %v; want once per %v interval (2 to %d)", badPartition, lines, elapsed.Round(time.Millisecond), interval, most)
+	}
+}
