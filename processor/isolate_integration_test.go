@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/commands"
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/arbiter-cqrs/arbiter/examples/product"
 	"github.com/arbiter-cqrs/arbiter/internal/testkit"
 	"github.com/arbiter-cqrs/arbiter/processor"
@@ -107,12 +108,13 @@ func produceLanded(t *testing.T, brokers []string, records ...*kgo.Record) []*kg
 // session hostage. The worker narrows the failing batch down to the
 // partition that fails alone, pauses it for the isolation interval, reports
 // it once per interval (log and Observer), and every other partition keeps
-// deciding, in the same polls and in later ones.
+// deciding, in the same polls and in later ones. The refusal: the conflicts
+// topic's max.message.bytes lowered after the worker started, below a
+// version conflict that quotes a 20 KB command (the worker fitted its limits
+// to the topics when it started, so it decides and records that conflict).
 func TestRefusedPartitionIsIsolated(t *testing.T) {
 	const partitions = 4
 	s := newStack(t, partitions)
-	// A compacted conflicts topic refuses records without a key.
-	setTopicConfig(t, s.brokers, "cleanup.policy", "compact", s.topics.Conflicts)
 	log, logs := bufferLogger()
 	observer := newStuckObserver()
 	const interval = 3 * time.Second
@@ -121,18 +123,22 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 		cfg.Observer = observer
 		cfg.IsolationInterval = interval
 	})
-
 	create := func(n int) commands.Command {
 		productID := fmt.Sprintf("iso-%d", n)
 		return productCommand(t, productID+"-create", productID, product.CreateProductType, 0, product.CreateProduct{Name: "Lamp", Price: 10, Stock: 1})
 	}
+	// The worker runs: it has read the topics' limits.
+	s.send(create(100))
+	s.out.WaitFor(60*time.Second, create(100).ID)
+	setTopicConfig(t, s.brokers, "max.message.bytes", "4096", s.topics.Conflicts)
+
 	var records []*kgo.Record
 	for n := range 12 {
 		records = append(records, testkit.CommandRecord(t, s.topics.Commands, create(n)))
 	}
-	// A command record without a key whose value does not decode: its
-	// invalid conflict record has no key either.
-	bad := &kgo.Record{Topic: s.topics.Commands, Value: []byte("not a command")}
+	stale := commands.Command{ID: "iso-bad-stale", AggregateID: "iso-bad", Type: product.ChangePriceType, ExpectedVersion: 3,
+		Payload: []byte(`{"newPrice":9,"note":"` + incompressible(t, 20_000) + `"}`)}
+	bad := testkit.CommandRecord(t, s.topics.Commands, stale)
 	landed := produceLanded(t, s.brokers, append([]*kgo.Record{bad}, records...)...)
 	badPartition := landed[0].Partition
 
@@ -200,5 +206,73 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	}
 	if most := int(elapsed/interval) + 1; lines < 2 || lines > most {
 		t.Errorf("partition %d reported %d times in %v; want once per %v interval (2 to %d)", badPartition, lines, elapsed.Round(time.Millisecond), interval, most)
+	}
+}
+
+// TestKeylessInvalidOnCompactedConflicts: a compacted conflicts topic refuses
+// records without a key. A command record without a key whose value does not
+// decode gets an invalid conflict keyed "<topic>/<partition>/<offset>", and
+// nothing stalls: every valid command, on its partition and the others, gets
+// its outcome.
+func TestKeylessInvalidOnCompactedConflicts(t *testing.T) {
+	s := newStack(t, 4)
+	setTopicConfig(t, s.brokers, "cleanup.policy", "compact", s.topics.Conflicts)
+	log, logs := bufferLogger()
+	s.startWorker(func(cfg *processor.Config) { cfg.Logger = log })
+
+	bad := &kgo.Record{Topic: s.topics.Commands, Value: []byte("not a command")}
+	records := []*kgo.Record{bad}
+	var ids []string
+	for n := range 12 {
+		productID := fmt.Sprintf("keyless-%d", n)
+		cmd := productCommand(t, productID+"-create", productID, product.CreateProductType, 0, product.CreateProduct{Name: "Lamp", Price: 10, Stock: 1})
+		records = append(records, testkit.CommandRecord(t, s.topics.Commands, cmd))
+		ids = append(ids, cmd.ID)
+	}
+	produceLanded(t, s.brokers, records...)
+	s.out.WaitFor(30*time.Second, ids...)
+	s.out.Wait(30*time.Second, func(_ map[string]*testkit.Outcome, noID []events.Conflict) bool { return len(noID) == 1 })
+
+	wantKey := fmt.Sprintf("%s/%d/%d", bad.Topic, bad.Partition, bad.Offset)
+	if key := conflictRecordKey(t, s.brokers, s.topics.Conflicts); key != wantKey {
+		t.Fatalf("the keyless record's invalid conflict is keyed %q, want %q", key, wantKey)
+	}
+	for _, line := range logs.lines() {
+		if strings.Contains(line, "partition isolated") {
+			t.Errorf("no partition may be isolated: %.400s", line)
+		}
+	}
+}
+
+// conflictRecordKey reads the conflicts topic and returns the key of the one
+// conflict record without a command ID header.
+func conflictRecordKey(t *testing.T, brokers []string, topic string) string {
+	t.Helper()
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		fetches := client.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("the keyless record's conflict record was not found")
+		}
+		var key *string
+		fetches.EachRecord(func(rec *kgo.Record) {
+			for _, h := range rec.Headers {
+				if h.Key == events.HeaderCommandID {
+					return
+				}
+			}
+			k := string(rec.Key)
+			key = &k
+		})
+		if key != nil {
+			return *key
+		}
 	}
 }

@@ -335,6 +335,10 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A partition resumed after isolation (isolation.go) is fetched
+		// once the fetch in flight returns: within a second, not franz-go's
+		// default five.
+		kgo.FetchMaxWait(time.Second),
 		kgo.AdjustFetchOffsetsFn(w.startAfterDecisions),
 		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
