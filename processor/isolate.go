@@ -105,12 +105,15 @@ type isolator struct {
 	w      *Worker
 	client *kgo.Client
 	lane   string
+	// now is the clock: time.Now, or a test's.
+	now func() time.Time
 }
 
 // beforePoll forgets the partitions whose ownership changed and resumes the
 // stuck partitions whose interval is over. It returns when the next stuck
 // partition is due, zero when none is.
-func (iso isolator) beforePoll(now time.Time) time.Time {
+func (iso isolator) beforePoll() time.Time {
+	now := iso.now()
 	iso.mu.Lock()
 	changed := iso.changed
 	iso.changed = nil
@@ -231,7 +234,7 @@ func (iso isolator) isolate(partition int32, err error) {
 		iso.stuck[partition] = stuck
 	}
 	stuck.err, stuck.retrying, stuck.reports = err, false, stuck.reports+1
-	stuck.retryAt = time.Now().Add(iso.w.cfg.IsolationInterval)
+	stuck.retryAt = iso.now().Add(iso.w.cfg.IsolationInterval)
 	iso.pause(partition)
 	iso.w.log.Error("partition isolated: its batches fail alone for a reason tied to its records, so it is paused and tried again after the interval while the session's other partitions keep deciding; its commands get no outcome until the cause is removed",
 		zap.String("transactional_id", iso.lane), zap.String("topic", iso.w.cfg.CommandsTopic), zap.Int32("partition", partition),

@@ -468,11 +468,11 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 	l.recovery.checked = make(map[int32]bool)
 	// A new client has no partition paused.
 	l.isolation.reset()
-	iso := isolator{isolation: &l.isolation, w: w, client: sess.Client(), lane: l.transactionalID}
+	iso := isolator{isolation: &l.isolation, w: w, client: sess.Client(), lane: l.transactionalID, now: time.Now}
 	for {
 		// A stuck partition is tried again once its interval is over, even
 		// when the others have nothing to poll.
-		pollCtx, cancelPoll := pollContext(ctx, iso.beforePoll(time.Now()))
+		pollCtx, cancelPoll := pollContext(ctx, iso.beforePoll())
 		fetches := sess.PollRecords(pollCtx, w.cfg.MaxBatch)
 		cancelPoll()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
