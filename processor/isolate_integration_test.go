@@ -20,16 +20,31 @@ import (
 
 // stuckObserver collects the "partition stuck" observations of a worker.
 type stuckObserver struct {
-	mu    sync.Mutex
-	stuck []processor.SessionObservation
-	seen  chan struct{}
+	mu       sync.Mutex
+	stuck    []processor.SessionObservation
+	moving   int
+	replayed int
+	seen     chan struct{}
 }
 
 func newStuckObserver() *stuckObserver { return &stuckObserver{seen: make(chan struct{}, 64)} }
 
-func (o *stuckObserver) ObserveBatch(processor.BatchObservation) {}
+func (o *stuckObserver) ObserveBatch(b processor.BatchObservation) {
+	if b.Result == processor.TransactionCommitted {
+		o.mu.Lock()
+		o.replayed += b.Replayed
+		o.mu.Unlock()
+	}
+}
+
 func (o *stuckObserver) ObserveRedis(processor.RedisObservation) {}
+
 func (o *stuckObserver) ObserveSession(s processor.SessionObservation) {
+	if s.State == processor.SessionPartitionMoving {
+		o.mu.Lock()
+		o.moving++
+		o.mu.Unlock()
+	}
 	if s.State != processor.SessionPartitionStuck {
 		return
 	}
@@ -132,8 +147,9 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	s.out.WaitFor(60*time.Second, create(100).ID)
 	setTopicConfig(t, s.brokers, "max.message.bytes", "4096", s.topics.Conflicts)
 
+	const products = 32 // some on the bad record's partition, after it
 	var records []*kgo.Record
-	for n := range 12 {
+	for n := range products {
 		records = append(records, testkit.CommandRecord(t, s.topics.Commands, create(n)))
 	}
 	stale := commands.Command{ID: "iso-bad-stale", AggregateID: "iso-bad", Type: product.ChangePriceType, ExpectedVersion: 3,
@@ -142,15 +158,18 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	landed := produceLanded(t, s.brokers, append([]*kgo.Record{bad}, records...)...)
 	badPartition := landed[0].Partition
 
-	// Every valid command on another partition gets its outcome.
-	var others []string
+	// Every valid command on another partition gets its outcome; those
+	// after the bad record on its partition wait behind it, in order.
+	var others, behind []string
 	for i, rec := range landed[1:] {
 		if rec.Partition != badPartition {
 			others = append(others, create(i).ID)
+		} else {
+			behind = append(behind, create(i).ID)
 		}
 	}
-	if len(others) == 0 {
-		t.Fatal("setup: every command landed on the bad record's partition")
+	if len(others) == 0 || len(behind) == 0 {
+		t.Fatalf("setup: %d commands on the bad record's partition, %d on the others; want some of each", len(behind), len(others))
 	}
 	start := time.Now()
 	t.Cleanup(func() {
@@ -178,7 +197,7 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	// A later poll on the other partitions moves too.
 	var next []*kgo.Record
 	var nextIDs []string
-	for n := range 12 {
+	for n := range products {
 		if landed[n+1].Partition == badPartition {
 			continue
 		}
@@ -188,8 +207,14 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	}
 	testkit.Produce(t, s.brokers, next...)
 	s.out.WaitFor(30*time.Second, nextIDs...)
-
+	got := s.out.Snapshot()
+	for _, id := range append([]string{stale.ID}, behind...) {
+		if o, ok := got[id]; ok {
+			t.Fatalf("command %s on the isolated partition got an outcome while its record was refused: %+v", id, o)
+		}
+	}
 	elapsed := time.Since(start)
+
 	lines := 0
 	for _, line := range logs.lines() {
 		var entry struct {
@@ -206,6 +231,26 @@ func TestRefusedPartitionIsIsolated(t *testing.T) {
 	}
 	if most := int(elapsed/interval) + 1; lines < 2 || lines > most {
 		t.Errorf("partition %d reported %d times in %v; want once per %v interval (2 to %d)", badPartition, lines, elapsed.Round(time.Millisecond), interval, most)
+	}
+
+	// The cause removed, the partition moves on its next retry: the
+	// recorded conflict is re-published as it was decided, once, and the
+	// commands behind it get their outcomes.
+	setTopicConfig(t, s.brokers, "max.message.bytes", "1048588", s.topics.Conflicts)
+	got = s.out.WaitFor(30*time.Second, append([]string{stale.ID}, behind...)...)
+	if o := got[stale.ID]; len(o.Events) != 0 || len(o.Conflicts) != 1 || o.Conflicts[0].Reason != events.ReasonVersionConflict {
+		t.Fatalf("the refused command must get exactly its one recorded version conflict, got %+v", o)
+	}
+	for _, id := range behind {
+		if o := got[id]; len(o.Events) != 1 || len(o.Conflicts) != 0 {
+			t.Fatalf("command %s behind the refused one must be applied once, got %+v", id, o)
+		}
+	}
+	observer.mu.Lock()
+	replayed, moving := observer.replayed, observer.moving
+	observer.mu.Unlock()
+	if replayed < 1 || moving != 1 {
+		t.Errorf("the isolated partition's recorded outcome must be replayed (replayed %d) and the partition reported moving once (%d)", replayed, moving)
 	}
 }
 
