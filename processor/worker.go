@@ -99,7 +99,9 @@ type Config struct {
 	// session with its transactional ID; the options it returns are added
 	// after KafkaOptions. Plugins that keep one set of metrics per client
 	// (kprom) go here. Options setting OnPartitionsAssigned, Revoked or
-	// Lost replace the ones reporting to the Observer.
+	// Lost replace the ones reporting to the Observer, checking a
+	// partition taken (recovery) and resuming a partition isolated and
+	// then revoked: do not set them.
 	SessionKafkaOptions func(transactionalID string) []kgo.Opt
 	// Hooks are called at points of the batch cycle; for tests and
 	// instrumentation.

@@ -449,14 +449,20 @@ func (m *Metrics) Ready() error {
 		sort.Strings(joining)
 		problems = append(problems, "not in the group yet: session(s) "+strings.Join(joining, ", "))
 	}
-	var stuck []string
+	var stuck, isolated []string
 	for _, key := range m.assignedLocked() {
-		if m.stuckLocked(key, now) {
-			stuck = append(stuck, fmt.Sprintf("%s/%d", key.topic, key.partition))
+		switch name := fmt.Sprintf("%s/%d", key.topic, key.partition); {
+		case m.isolated[key]:
+			isolated = append(isolated, name)
+		case m.stuckLocked(key, now):
+			stuck = append(stuck, name)
 		}
 	}
 	if len(stuck) > 0 {
-		problems = append(problems, fmt.Sprintf("partition(s) stuck, their batches failing for over %s or isolated (paused while the others decide): %s", m.cfg.StuckAfter, strings.Join(stuck, ", ")))
+		problems = append(problems, fmt.Sprintf("partition(s) stuck, their batches failing for over %s: %s", m.cfg.StuckAfter, strings.Join(stuck, ", ")))
+	}
+	if len(isolated) > 0 {
+		problems = append(problems, "partition(s) stuck, isolated (their batches fail alone; paused while the others decide): "+strings.Join(isolated, ", "))
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

@@ -108,7 +108,7 @@ func TestReadiness(t *testing.T) {
 		}},
 		{"an isolated partition is stuck at once, until it moves again", []step{
 			sessionStep(session("a", processor.SessionAssigned, 0, 1), true, ""),
-			sessionStep(session("a", processor.SessionPartitionStuck, 1), false, "isolated (paused while the others decide): commands/1"),
+			sessionStep(session("a", processor.SessionPartitionStuck, 1), false, "stuck, isolated (their batches fail alone; paused while the others decide): commands/1"),
 			batchStep(time.Second, batch(processor.TransactionCommitted, nil, 0), false, "commands/1"),
 			sessionStep(session("a", processor.SessionPartitionMoving, 1), true, ""),
 		}},
