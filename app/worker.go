@@ -43,6 +43,7 @@ type workerFlags struct {
 	pprof                 bool
 	stuckAfter            time.Duration
 	cloudEventsSource     string
+	isolationInterval     time.Duration
 }
 
 // storeOptions are the version store's options the flags set.
@@ -93,6 +94,7 @@ func (c *cli) workerCommand() *cobra.Command {
 	bind(fs, &f.httpAddr, "http-addr", "ARBITER_HTTP_ADDR", metrics.DefaultAddr, "listen address of /metrics, /healthz and /readyz; empty (ARBITER_HTTP_ADDR= too) turns the listener off")
 	bind(fs, &f.pprof, "pprof", "ARBITER_PPROF", false, "also serve /debug/pprof/ on --http-addr")
 	bind(fs, &f.cloudEventsSource, "cloudevents-source", "ARBITER_CLOUDEVENTS_SOURCE", "", "ce_source header of every event and conflict record; the same for every worker of a group (default /arbiter/<group>)")
+	bind(fs, &f.isolationInterval, "isolation-interval", "ARBITER_ISOLATION_INTERVAL", time.Minute, "how long a partition whose batches fail alone for a reason tied to its records (a record the broker refuses) stays paused, while the others keep deciding, before it is tried again; it is logged once per interval")
 	bind(fs, &f.stuckAfter, "stuck-after", "ARBITER_STUCK_AFTER", time.Minute, "how long a partition's batches fail without a commit before it counts as stuck (not ready)")
 	bind(fs, &f.embeddedKafka, "embedded-kafka-addr", "ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka, when neither --brokers nor --redis is given")
 	bind(fs, &f.embeddedRedis, "embedded-redis-addr", "ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399", "address of the embedded Redis")
@@ -183,6 +185,7 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		MaxCommandOutcomeBytes: f.maxCommandBytes,
 		SessionTimeout:         f.sessionTimeout,
 		TransactionTimeout:     f.transactionTimeout,
+		IsolationInterval:      f.isolationInterval,
 		Registry:               registry,
 		Store:                  store,
 		Logger:                 log,

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
@@ -48,11 +49,18 @@ func setMessage(conflict *events.Conflict, message string) {
 // outcomeIdentity returns the record key and the arbiter-command-id header
 // value of record i's outcome records: the aggregate ID (the record's own key
 // when it has none) and the command ID, cut like the conflict's fields so
-// that no outcome record carries an unbounded key or header.
+// that no outcome record carries an unbounded key or header. A record with
+// neither gets "<topic>/<partition>/<offset>" of the command record, the same
+// on every replay: a compacted conflicts topic refuses records without a
+// key, and a refused record would hold its partition.
 func (b *batch) outcomeIdentity(i int) (key, commandID []byte) {
 	key = b.records[i].Key
 	if aggregateID := b.commands[i].AggregateID; aggregateID != "" && aggregateID != string(key) {
 		key = []byte(aggregateID)
+	}
+	if len(key) == 0 {
+		rec := b.records[i]
+		key = []byte(rec.Topic + "/" + strconv.FormatInt(int64(rec.Partition), 10) + "/" + strconv.FormatInt(rec.Offset, 10))
 	}
 	if len(key) > events.MaxEchoedIDBytes {
 		short, _ := events.CutString("aggregateId", string(key), events.MaxEchoedIDBytes)

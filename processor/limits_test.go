@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // maxConflictBytes is what a conflict record that left the command out may
@@ -373,5 +374,41 @@ func TestRecoverAs(t *testing.T) {
 	var rejection *RejectionError
 	if !errors.As(err, &rejection) || rejection.Message != "the step test panicked: it broke" {
 		t.Fatalf("want a rejection carrying the panic, got %v", err)
+	}
+}
+
+// TestOutcomeIdentityOfRecordWithoutKey: an invalid record with neither a key
+// nor a readable aggregateId gets a non-empty key, the same on every replay,
+// so that a compacted conflicts topic accepts its conflict record.
+func TestOutcomeIdentityOfRecordWithoutKey(t *testing.T) {
+	longTopic := strings.Repeat("t", 249)
+	tests := []struct {
+		name      string
+		topic     string
+		partition int32
+		key       []byte
+		value     string
+		wantKey   string
+	}{
+		{name: "no key, value that does not decode", topic: "commands", value: "not a command", wantKey: "commands/3/1207"},
+		{name: "empty key, value that does not decode", topic: "commands", key: []byte{}, value: "x", wantKey: "commands/3/1207"},
+		{name: "no key, aggregateId readable", topic: "commands", value: command("c1", "a-1", "Add", 0, `{"amounts":[1]}`), wantKey: "a-1"},
+		{name: "no key on a topic of 249 characters, partition 1000000", topic: longTopic, partition: 1_000_000, value: "x", wantKey: longTopic},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			partition := int32(3)
+			if tt.partition != 0 {
+				partition = tt.partition
+			}
+			b := h.run(&kgo.Record{Topic: tt.topic, Partition: partition, Offset: 1207, Key: tt.key, Value: []byte(tt.value)})
+			for replay := range 2 {
+				key, _ := b.outcomeIdentity(0)
+				if !strings.HasPrefix(string(key), tt.wantKey) || len(key) == 0 || len(key) > events.MaxEchoedIDBytes {
+					t.Fatalf("attempt %d: outcome record key %q, want %q (non-empty, at most %d bytes)", replay, key, tt.wantKey, events.MaxEchoedIDBytes)
+				}
+			}
+		})
 	}
 }

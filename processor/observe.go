@@ -133,6 +133,14 @@ const (
 	// SessionClosed: the session left the group (shutdown, or an error
 	// after which a new session rejoins).
 	SessionClosed SessionState = "closed"
+	// SessionPartitionStuck: a partition's batches failed alone, again and
+	// again, for a reason tied to its records (Err): the session paused it
+	// for Config.IsolationInterval and decides on its other partitions.
+	// Reported once per interval while the partition stays stuck.
+	SessionPartitionStuck SessionState = "partition_stuck"
+	// SessionPartitionMoving: a partition reported stuck committed again,
+	// or left the session.
+	SessionPartitionMoving SessionState = "partition_moving"
 )
 
 // SessionObservation describes a change of a session's state.
@@ -140,9 +148,12 @@ type SessionObservation struct {
 	// TransactionalID names the session; empty for the worker as a whole.
 	TransactionalID string
 	State           SessionState
-	// Topic and Partitions are the partitions assigned or revoked.
+	// Topic and Partitions are the partitions assigned, revoked, stuck or
+	// moving again.
 	Topic      string
 	Partitions []int32
+	// Err is why a partition is stuck (SessionPartitionStuck).
+	Err error
 }
 
 // nopObserver is the Observer of a worker configured without one.
@@ -157,10 +168,11 @@ func (w *Worker) observeRedis(operation RedisOperation, start time.Time, err err
 	w.cfg.Observer.ObserveRedis(RedisObservation{Operation: operation, Duration: time.Since(start), Err: err})
 }
 
-// groupObserverOpts reports the session's assignments to the Observer. A
+// groupObserverOpts reports the session's assignments to the Observer, and
+// tells onChanged the partitions assigned, revoked or lost (isolation). A
 // GroupTransactSession calls OnPartitionsAssigned after every join, with
 // nothing new as well, so "assigned" also means "in the group".
-func (w *Worker) groupObserverOpts(transactionalID string, onAssigned func(context.Context, *kgo.Client, map[string][]int32)) []kgo.Opt {
+func (w *Worker) groupObserverOpts(transactionalID string, onAssigned func(context.Context, *kgo.Client, map[string][]int32), onChanged func(map[string][]int32)) []kgo.Opt {
 	report := func(state SessionState, assigned map[string][]int32) {
 		observation := SessionObservation{TransactionalID: transactionalID, State: state, Topic: w.cfg.CommandsTopic}
 		observation.Partitions = assigned[w.cfg.CommandsTopic]
@@ -171,12 +183,15 @@ func (w *Worker) groupObserverOpts(transactionalID string, onAssigned func(conte
 		// recovery check's is called from this one.
 		kgo.OnPartitionsAssigned(func(ctx context.Context, client *kgo.Client, assigned map[string][]int32) {
 			onAssigned(ctx, client, assigned)
+			onChanged(assigned)
 			report(SessionAssigned, assigned)
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+			onChanged(revoked)
 			report(SessionRevoked, revoked)
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			onChanged(lost)
 			report(SessionRevoked, lost)
 		}),
 	}

@@ -72,6 +72,12 @@ type Config struct {
 	// A command over it is rejected, naming the limit.
 	// default: 4 MiB (DefaultMaxCommandOutcomeBytes)
 	MaxCommandOutcomeBytes int
+	// IsolationInterval is how long a partition whose batches fail alone,
+	// again and again, for a reason tied to its records (a record the
+	// broker refuses) stays paused before it is tried again; while it is,
+	// the session's other partitions keep deciding, and the partition is
+	// reported once per interval. default: 1m
+	IsolationInterval time.Duration
 	// SessionTimeout is the consumer group session timeout: how long a
 	// silent worker keeps its partitions. default: 10s
 	SessionTimeout time.Duration
@@ -93,7 +99,9 @@ type Config struct {
 	// session with its transactional ID; the options it returns are added
 	// after KafkaOptions. Plugins that keep one set of metrics per client
 	// (kprom) go here. Options setting OnPartitionsAssigned, Revoked or
-	// Lost replace the ones reporting to the Observer.
+	// Lost replace the ones reporting to the Observer, checking a
+	// partition taken (recovery) and resuming a partition isolated and
+	// then revoked: do not set them.
 	SessionKafkaOptions func(transactionalID string) []kgo.Opt
 	// Hooks are called at points of the batch cycle; for tests and
 	// instrumentation.
@@ -193,6 +201,9 @@ func (c *Config) setDefaults() {
 	if c.MaxCommandOutcomeBytes <= 0 {
 		c.MaxCommandOutcomeBytes = DefaultMaxCommandOutcomeBytes
 	}
+	if c.IsolationInterval <= 0 {
+		c.IsolationInterval = time.Minute
+	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -275,6 +286,9 @@ type lane struct {
 	aborts abortReporter
 	// recovery tells a Redis that went back in time.
 	recovery recovery
+	// isolation narrows batches that keep failing to the partition that
+	// fails.
+	isolation isolation
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -330,12 +344,16 @@ func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A partition resumed after isolation (isolation.go) is fetched
+		// once the fetch in flight returns: within a second, not franz-go's
+		// default five.
+		kgo.FetchMaxWait(time.Second),
 		kgo.AdjustFetchOffsetsFn(w.startAfterDecisions),
 		kgo.ProducerBatchMaxBytes(int32(w.producerBatchMaxBytes)),
 		kgo.WithLogger(kzap.New(w.log.Named("kafka"))),
 		kgo.ClientID(defaultClientID),
 	}
-	opts = append(opts, w.groupObserverOpts(l.transactionalID, l.recovery.onAssigned)...)
+	opts = append(opts, w.groupObserverOpts(l.transactionalID, l.recovery.onAssigned, l.isolation.onChanged)...)
 	opts = append(opts, w.cfg.KafkaOptions...)
 	if w.cfg.SessionKafkaOptions != nil {
 		opts = append(opts, w.cfg.SessionKafkaOptions(l.transactionalID)...)
@@ -458,14 +476,21 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
 	// The partitions this session gets are checked again when first seen.
 	l.recovery.checked = make(map[int32]bool)
+	// A new client has no partition paused.
+	l.isolation.reset()
+	iso := isolator{isolation: &l.isolation, w: w, client: sess.Client(), lane: l.transactionalID, now: time.Now}
 	for {
-		fetches := sess.PollRecords(ctx, w.cfg.MaxBatch)
+		// A stuck partition is tried again once its interval is over, even
+		// when the others have nothing to poll.
+		pollCtx, cancelPoll := pollContext(ctx, iso.beforePoll())
+		fetches := sess.PollRecords(pollCtx, w.cfg.MaxBatch)
+		cancelPoll()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
 		}
 		var fetchErr error
 		fetches.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				w.log.Warn("fetch error", zap.String("topic", topic), zap.Int32("partition", partition), errorField(err))
 				fetchErr = err
 			}
@@ -511,6 +536,12 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 		committed, err := w.endTransaction(endCtx, sess, commit)
 		cancel()
 		params.Committed = committed
+		switch {
+		case committed && err == nil:
+			iso.committed(batchPartitions(records))
+		case produceErr != nil && !committed:
+			iso.failed(batchPartitions(records), produceErr)
+		}
 		if committed && err == nil {
 			l.aborts.committed(w.log)
 			// The outcome records are no longer needed for a replay; the

@@ -16,7 +16,7 @@
 //	arbiter_consumer_lag_records{topic,partition}         gauge     records behind the group's committed offset, for this worker's partitions
 //	arbiter_assigned_partitions                           gauge     commands partitions this worker holds
 //	arbiter_waiting_for_rebuild                           gauge     1 while Redis has lost Arbiter's data
-//	arbiter_partition_stuck{topic,partition}              gauge     1 while a partition's batches fail without a commit
+//	arbiter_partition_stuck{topic,partition}              gauge     1 while a partition's batches fail without a commit, or it is isolated
 //	arbiter_ready                                         gauge     1 while /readyz answers 200
 //	arbiter_kafka_*{transactional_id}                     franz-go client metrics (kprom), per session
 package metrics
@@ -141,6 +141,9 @@ type Metrics struct {
 	// before its sessions start).
 	waiting map[string]bool
 	failing map[partitionKey]*failure
+	// isolated holds the partitions a session reported stuck
+	// (processor.SessionPartitionStuck): paused, the others deciding.
+	isolated map[partitionKey]bool
 }
 
 var _ processor.Observer = (*Metrics)(nil)
@@ -220,11 +223,12 @@ func New(cfg Config) (*Metrics, error) {
 			"Records of the commands topic behind the group's committed offset, for the partitions this worker holds.",
 			[]string{topicLabel, partitionLabel}, nil),
 		stuckDesc: prometheus.NewDesc(PartitionStuck,
-			"1 while a partition this worker holds has had its batches fail, without a commit, for the stuck-after time.",
+			"1 while a partition this worker holds has had its batches fail, without a commit, for the stuck-after time, or is isolated: paused because its batches fail alone while the others decide.",
 			[]string{topicLabel, partitionLabel}, nil),
 		sessions: make(map[string]*sessionState),
 		waiting:  make(map[string]bool),
 		failing:  make(map[partitionKey]*failure),
+		isolated: make(map[partitionKey]bool),
 	}
 	for _, outcome := range Outcomes() {
 		m.commands.WithLabelValues(outcome)
@@ -344,6 +348,16 @@ func (m *Metrics) ObserveSession(s processor.SessionObservation) {
 	case processor.SessionResumed:
 		delete(m.waiting, s.TransactionalID)
 		return
+	case processor.SessionPartitionStuck:
+		for _, partition := range s.Partitions {
+			m.isolated[partitionKey{topic: s.Topic, partition: partition}] = true
+		}
+		return
+	case processor.SessionPartitionMoving:
+		for _, partition := range s.Partitions {
+			delete(m.isolated, partitionKey{topic: s.Topic, partition: partition})
+		}
+		return
 	}
 	session := m.sessions[s.TransactionalID]
 	if session == nil {
@@ -353,6 +367,9 @@ func (m *Metrics) ObserveSession(s processor.SessionObservation) {
 	switch s.State {
 	case processor.SessionJoining, processor.SessionClosed:
 		session.joined = false
+		for key := range session.partitions {
+			delete(m.isolated, key)
+		}
 		clear(session.partitions)
 	case processor.SessionAssigned:
 		session.joined = true
@@ -362,6 +379,7 @@ func (m *Metrics) ObserveSession(s processor.SessionObservation) {
 	case processor.SessionRevoked:
 		for _, partition := range s.Partitions {
 			delete(session.partitions, partitionKey{topic: s.Topic, partition: partition})
+			delete(m.isolated, partitionKey{topic: s.Topic, partition: partition})
 		}
 	}
 }
@@ -395,9 +413,13 @@ func (m *Metrics) assignedLocked() []partitionKey {
 	return keys
 }
 
-// stuckLocked reports whether a held partition is stuck: its batches have
-// failed for StuckAfter without a commit, the last failure recent.
+// stuckLocked reports whether a held partition is stuck: its session
+// isolated it, or its batches have failed for StuckAfter without a commit,
+// the last failure recent.
 func (m *Metrics) stuckLocked(key partitionKey, now time.Time) bool {
+	if m.isolated[key] {
+		return true
+	}
 	f := m.failing[key]
 	return f != nil && now.Sub(f.since) >= m.cfg.StuckAfter && now.Sub(f.last) < m.cfg.StuckAfter
 }
@@ -427,14 +449,20 @@ func (m *Metrics) Ready() error {
 		sort.Strings(joining)
 		problems = append(problems, "not in the group yet: session(s) "+strings.Join(joining, ", "))
 	}
-	var stuck []string
+	var stuck, isolated []string
 	for _, key := range m.assignedLocked() {
-		if m.stuckLocked(key, now) {
-			stuck = append(stuck, fmt.Sprintf("%s/%d", key.topic, key.partition))
+		switch name := fmt.Sprintf("%s/%d", key.topic, key.partition); {
+		case m.isolated[key]:
+			isolated = append(isolated, name)
+		case m.stuckLocked(key, now):
+			stuck = append(stuck, name)
 		}
 	}
 	if len(stuck) > 0 {
 		problems = append(problems, fmt.Sprintf("partition(s) stuck, their batches failing for over %s: %s", m.cfg.StuckAfter, strings.Join(stuck, ", ")))
+	}
+	if len(isolated) > 0 {
+		problems = append(problems, "partition(s) stuck, isolated (their batches fail alone; paused while the others decide): "+strings.Join(isolated, ", "))
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

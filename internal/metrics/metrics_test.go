@@ -106,6 +106,18 @@ func TestReadiness(t *testing.T) {
 			batchStep(0, batch(processor.TransactionAborted, amnesia, 0), true, ""),
 			batchStep(2*time.Minute, batch(processor.TransactionAborted, amnesia, 0), true, ""),
 		}},
+		{"an isolated partition is stuck at once, until it moves again", []step{
+			sessionStep(session("a", processor.SessionAssigned, 0, 1), true, ""),
+			sessionStep(session("a", processor.SessionPartitionStuck, 1), false, "stuck, isolated (their batches fail alone; paused while the others decide): commands/1"),
+			batchStep(time.Second, batch(processor.TransactionCommitted, nil, 0), false, "commands/1"),
+			sessionStep(session("a", processor.SessionPartitionMoving, 1), true, ""),
+		}},
+		{"an isolated partition that moved away is not ours to be stuck", []step{
+			sessionStep(session("a", processor.SessionAssigned, 0, 1), true, ""),
+			sessionStep(session("a", processor.SessionPartitionStuck, 1), false, "commands/1"),
+			sessionStep(session("a", processor.SessionRevoked, 1), true, ""),
+			sessionStep(session("a", processor.SessionAssigned, 1), true, ""),
+		}},
 		{"a partition that moved away is not ours to be stuck", []step{
 			sessionStep(session("a", processor.SessionAssigned, 0, 1), true, ""),
 			batchStep(0, batch(processor.TransactionAborted, failed, 1), true, ""),
