@@ -78,11 +78,13 @@ func TestHostileKeyDoesNotStall(t *testing.T) {
 	changePrice := func(id, productID string, version int64, price float64) commands.Command {
 		return productCommand(t, id, productID, product.ChangePriceType, version, product.ChangePrice{NewPrice: price})
 	}
+	// "h-a" belongs on partition 1 and "h-b" on 0 (murmur2): a command on
+	// another partition would be refused as misplaced.
 	produceManually(t, s.brokers,
-		record(0, create("h-a1", "h-a")),
-		&kgo.Record{Topic: s.topics.Commands, Partition: 0, Key: hostileKey, Value: []byte("x")},
-		record(0, changePrice("h-a2", "h-a", 1, 90)),
-		record(1, create("h-b1", "h-b")),
+		record(1, create("h-a1", "h-a")),
+		&kgo.Record{Topic: s.topics.Commands, Partition: 1, Key: hostileKey, Value: []byte("x")},
+		record(1, changePrice("h-a2", "h-a", 1, 90)),
+		record(0, create("h-b1", "h-b")),
 	)
 	start := time.Now()
 	s.out.Wait(30*time.Second, func(byID map[string]*testkit.Outcome, noID []events.Conflict) bool {
@@ -94,12 +96,12 @@ func TestHostileKeyDoesNotStall(t *testing.T) {
 		return len(noID) == 1
 	})
 	// The next poll on both partitions moves too.
-	produceManually(t, s.brokers, record(0, changePrice("h-a3", "h-a", 2, 80)), record(1, changePrice("h-b2", "h-b", 1, 70)))
+	produceManually(t, s.brokers, record(1, changePrice("h-a3", "h-a", 2, 80)), record(0, changePrice("h-b2", "h-b", 1, 70)))
 	s.out.WaitFor(30*time.Second, "h-a3", "h-b2")
 	t.Logf("every valid command had its outcome %v after the first were sent", time.Since(start).Round(time.Millisecond))
 
 	noID := s.out.NoIDConflicts()
-	if len(noID) != 1 || noID[0].Reason != events.ReasonInvalid || noID[0].Source.Partition != 0 || noID[0].Source.Offset != 1 {
+	if len(noID) != 1 || noID[0].Reason != events.ReasonInvalid || noID[0].Source.Partition != 1 || noID[0].Source.Offset != 1 {
 		t.Fatalf("the hostile record must get exactly one invalid conflict pointing at it, got %+v", noID)
 	}
 	size := conflictRecordSize(t, s.brokers, s.topics.Conflicts)
