@@ -45,7 +45,7 @@ func TestSecuredKafkaAndRedis(t *testing.T) {
 	s := &cliStack{
 		t: t, brokers: kafka.Brokers, redisURL: redisServer.TLSURL(),
 		topics: testkit.Topics{Commands: name + "-commands", Events: name + "-events", Conflicts: name + "-conflicts"},
-		group:  name, keyPrefix: name,
+		group:  name, keyPrefix: name, binary: arbiterBinary,
 		security: []string{
 			"--kafka-tls-ca-file", kafka.CA.CertFile,
 			"--kafka-sasl-mechanism", "SCRAM-SHA-512",
