@@ -83,9 +83,13 @@ func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
 	if len(first) == 0 {
 		return nil
 	}
-	readCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-	decided, committed, err := w.cfg.Store.Watermarks(readCtx)
-	cancel()
+	// Part of loading what the batch needs: a failure counts as a failed
+	// load.
+	var decided, committed map[int32]int64
+	err := w.redisRoundTrip(ctx, RedisLoad, func(ctx context.Context) (err error) {
+		decided, committed, err = w.cfg.Store.Watermarks(ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}

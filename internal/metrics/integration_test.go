@@ -323,7 +323,7 @@ func TestReadyzWhileRedisHasLostItsData(t *testing.T) {
 	}
 
 	report, err := processor.Rebuild(context.Background(), processor.RebuildConfig{
-		Brokers: s.brokers, EventsTopic: s.topics.Events, Registry: s.registry, Store: s.store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("rebuild"),
+		Brokers: s.brokers, EventsTopic: s.topics.Events, CommandsTopic: s.topics.Commands, Group: s.group, Registry: s.registry, Store: s.store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("rebuild"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +403,7 @@ func TestReadyzWhileRedisIsDown(t *testing.T) {
 	redisServer.Restart()
 	s.awaitReady(30*time.Second, http.StatusServiceUnavailable, "redis has lost arbiter's data")
 	if _, err := processor.Rebuild(context.Background(), processor.RebuildConfig{
-		Brokers: s.brokers, EventsTopic: s.topics.Events, Registry: s.registry, Store: s.store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("rebuild"),
+		Brokers: s.brokers, EventsTopic: s.topics.Events, CommandsTopic: s.topics.Commands, Group: s.group, Registry: s.registry, Store: s.store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("rebuild"),
 	}); err != nil {
 		t.Fatal(err)
 	}
