@@ -331,24 +331,26 @@ func (d *decider) duplicate(b *batch, i int, original versionstore.Decision, act
 // and the outcome is recorded on the running state. A command refused at
 // any stage is answered with a conflict record, recorded too.
 func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregateRun) (decided, error) {
-	c := deciding{decider: d, b: b, i: i, run: run, cmd: b.commands[i], h: d.registry.handlers[b.commands[i].Type]}
-	rebasedFrom, refused := c.checkVersion(ctx)
+	// run is passed to each stage rather than kept in c: escape analysis
+	// follows c as a whole, and c's strings reach the conflict records.
+	c := deciding{decider: d, b: b, i: i, cmd: b.commands[i], h: d.registry.handlers[b.commands[i].Type]}
+	rebasedFrom, refused := c.checkVersion(ctx, run)
 	if refused != nil {
 		return *refused, nil
 	}
-	codec, refused := c.loadState()
+	codec, refused := c.loadState(run)
 	if refused != nil {
 		return *refused, nil
 	}
-	drafts, refused := c.callHandler(ctx, codec)
+	drafts, refused := c.callHandler(ctx, run, codec)
 	if refused != nil {
 		return *refused, nil
 	}
-	built, refused := c.buildEvents(codec, drafts, rebasedFrom)
+	built, refused := c.buildEvents(run, codec, drafts, rebasedFrom)
 	if refused != nil {
 		return *refused, nil
 	}
-	return c.apply(codec, built), nil
+	return c.apply(run, codec, built), nil
 }
 
 // deciding is one command on its way through decideOne.
@@ -356,14 +358,13 @@ type deciding struct {
 	*decider
 	b   *batch
 	i   int
-	run *aggregateRun
 	cmd commands.Command
 	h   *handler
 }
 
 // reject answers the command with a conflict record of the reason and
 // records it.
-func (c *deciding) reject(reason events.Reason, message string) *decided {
+func (c *deciding) reject(run *aggregateRun, reason events.Reason, message string) *decided {
 	conflict := events.Conflict{
 		CommandID:       c.cmd.ID,
 		AggregateID:     c.cmd.AggregateID,
@@ -372,37 +373,37 @@ func (c *deciding) reject(reason events.Reason, message string) *decided {
 		Message:         message,
 	}
 	if reason != events.ReasonInvalid {
-		conflict.ActualVersion = events.Version(c.run.version)
+		conflict.ActualVersion = events.Version(run.version)
 	}
 	// An invalid payload is recorded too: a worker that takes the
 	// partition over tells a Redis that went back in time by finding no
 	// decision for a committed command (checkTaken).
-	return c.refuse(conflict)
+	return c.refuse(run, conflict)
 }
 
 // refuse answers the command with the conflict record and records it.
-func (c *deciding) refuse(conflict events.Conflict) *decided {
+func (c *deciding) refuse(run *aggregateRun, conflict events.Conflict) *decided {
 	out := c.conflict(c.b, c.i, conflict)
-	c.run.record(c.b, c.i, versionstore.Outcome{Reason: conflict.Reason, Version: c.run.version, Records: out.records})
+	run.record(c.b, c.i, versionstore.Outcome{Reason: conflict.Reason, Version: run.version, Records: out.records})
 	return &out
 }
 
 // checkVersion checks the command's expected version against the running
 // one. A stale version is refused with the events since, or rebased when
 // the command type allows it: rebasedFrom is then the version it expected.
-func (c *deciding) checkVersion(ctx context.Context) (rebasedFrom *int64, refused *decided) {
-	cmd, run := c.cmd, c.run
+func (c *deciding) checkVersion(ctx context.Context, run *aggregateRun) (rebasedFrom *int64, refused *decided) {
+	cmd := c.cmd
 	if cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version {
 		var conflict events.Conflict
 		if rebasedFrom, conflict = c.stale(ctx, c.h, cmd, run); rebasedFrom == nil {
-			return nil, c.refuse(conflict)
+			return nil, c.refuse(run, conflict)
 		}
 	}
 	switch {
 	case cmd.ExpectedVersion < 0 && !c.h.relaxedVersions:
-		return nil, c.reject(events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion))
+		return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion))
 	case cmd.ExpectedVersion == commands.MustExist && run.version == 0:
-		return nil, c.reject(events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist")
+		return nil, c.reject(run, events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist")
 	}
 	return rebasedFrom, nil
 }
@@ -410,11 +411,11 @@ func (c *deciding) checkVersion(ctx context.Context) (rebasedFrom *int64, refuse
 // loadState picks the codec of the handler's aggregate type, nil for an
 // untyped handler, and decodes the stored state the first time an
 // aggregate's command needs it.
-func (c *deciding) loadState() (aggregateCodec, *decided) {
-	cmd, run := c.cmd, c.run
+func (c *deciding) loadState(run *aggregateRun) (aggregateCodec, *decided) {
+	cmd := c.cmd
 	codec, refusal := c.codecFor(c.h, cmd, run)
 	if refusal != "" {
-		return nil, c.reject(events.ReasonRejected, refusal)
+		return nil, c.reject(run, events.ReasonRejected, refusal)
 	}
 	if codec != nil && !run.stateLoaded {
 		state, err := codec.decodeState(run.loaded.State)
@@ -422,7 +423,7 @@ func (c *deciding) loadState() (aggregateCodec, *decided) {
 			// A snapshot that does not decode cannot be decided on; failing
 			// the batch would stall the partition on every retry, so the
 			// command is refused and its sender told why.
-			return nil, c.reject(events.ReasonRejected, fmt.Sprintf("the stored %s state of aggregate %s at version %d does not decode (%v): deploy a handler that reads it, or rebuild it with 'arbiter rebuild-versions'",
+			return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("the stored %s state of aggregate %s at version %d does not decode (%v): deploy a handler that reads it, or rebuild it with 'arbiter rebuild-versions'",
 				codec.name(), cmd.AggregateID, run.version, err))
 		}
 		run.codec, run.state, run.stateLoaded = codec, state, true
@@ -432,20 +433,20 @@ func (c *deciding) loadState() (aggregateCodec, *decided) {
 
 // callHandler runs the handler on the running state; an error, a panic or
 // no events refuse the command.
-func (c *deciding) callHandler(ctx context.Context, codec aggregateCodec) ([]events.Draft, *decided) {
+func (c *deciding) callHandler(ctx context.Context, run *aggregateRun, codec aggregateCodec) ([]events.Draft, *decided) {
 	var state any
 	if codec != nil {
-		state = c.run.state
+		state = run.state
 	}
-	drafts, err := safeDecide(ctx, c.h, state, c.run.version, c.cmd)
+	drafts, err := safeDecide(ctx, c.h, state, run.version, c.cmd)
 	var invalidPayload *payloadError
 	switch {
 	case errors.As(err, &invalidPayload):
-		return nil, c.reject(events.ReasonInvalid, invalidPayload.Error())
+		return nil, c.reject(run, events.ReasonInvalid, invalidPayload.Error())
 	case err != nil:
-		return nil, c.reject(events.ReasonRejected, err.Error())
+		return nil, c.reject(run, events.ReasonRejected, err.Error())
 	case len(drafts) == 0:
-		return nil, c.reject(events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", c.cmd.Type))
+		return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", c.cmd.Type))
 	}
 	return drafts, nil
 }
@@ -465,11 +466,11 @@ type builtEvents struct {
 // buildEvents turns the handler's drafts into events on top of the running
 // version and state, within the per-event and per-command limits. A draft
 // that does not encode or apply, or a limit crossed, refuses the command.
-func (c *deciding) buildEvents(codec aggregateCodec, drafts []events.Draft, rebasedFrom *int64) (builtEvents, *decided) {
-	cmd, run := c.cmd, c.run
+func (c *deciding) buildEvents(run *aggregateRun, codec aggregateCodec, drafts []events.Draft, rebasedFrom *int64) (builtEvents, *decided) {
+	cmd := c.cmd
 	budget := c.budget()
 	if err := budget.checkEvents(cmd.Type, len(drafts)); err != nil {
-		return builtEvents{}, c.reject(events.ReasonRejected, err.Error())
+		return builtEvents{}, c.reject(run, events.ReasonRejected, err.Error())
 	}
 	overhead := recordOverhead(cmd.AggregateID, cmd.ID)
 	built := builtEvents{
@@ -486,7 +487,7 @@ func (c *deciding) buildEvents(codec aggregateCodec, drafts []events.Draft, reba
 	for k, draft := range drafts {
 		payload, err := encodePayload(draft)
 		if err != nil || draft.Type == "" {
-			return builtEvents{}, c.reject(events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err))
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err))
 		}
 		built.version++
 		event := events.Event{
@@ -506,19 +507,19 @@ func (c *deciding) buildEvents(codec aggregateCodec, drafts []events.Draft, reba
 			value, err = json.Marshal(event)
 		}
 		if err != nil {
-			return builtEvents{}, c.reject(events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err))
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err))
 		}
 		if len(value) > c.maxEventBytes {
-			return builtEvents{}, c.reject(events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), c.maxEventBytes))
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), c.maxEventBytes))
 		}
 		built.records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
 		if err := budget.add(cmd.Type, built.records[k], overhead); err != nil {
-			return builtEvents{}, c.reject(events.ReasonRejected, err.Error())
+			return builtEvents{}, c.reject(run, events.ReasonRejected, err.Error())
 		}
 		if codec != nil {
 			built.state, err = codec.evolve(built.state, event)
 			if err != nil {
-				return builtEvents{}, c.reject(events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err))
+				return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err))
 			}
 		}
 		built.cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: c.b.timestamp()}
@@ -527,7 +528,7 @@ func (c *deciding) buildEvents(codec aggregateCodec, drafts []events.Draft, reba
 	if codec != nil && run.encodeEach {
 		var err error
 		if built.snapshot, err = codec.encodeState(built.state); err != nil {
-			return builtEvents{}, c.reject(events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err))
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err))
 		}
 	}
 	return built, nil
@@ -535,8 +536,7 @@ func (c *deciding) buildEvents(codec aggregateCodec, drafts []events.Draft, reba
 
 // apply moves the running version and state past the command's events and
 // records it as applied.
-func (c *deciding) apply(codec aggregateCodec, built builtEvents) decided {
-	run := c.run
+func (c *deciding) apply(run *aggregateRun, codec aggregateCodec, built builtEvents) decided {
 	run.applied = append(run.applied, built.appliedEvents...)
 	run.version = built.version
 	if codec != nil {
