@@ -502,15 +502,9 @@ func (c *deciding) buildEvents(run *aggregateRun, codec aggregateCodec, drafts [
 			Metadata:      cmd.Metadata,
 			Timestamp:     c.b.now,
 		}
-		value, fast := appendEventJSON(make([]byte, 0, eventSizeHint(&event)), &event)
-		if !fast {
-			value, err = json.Marshal(event)
-		}
-		if err != nil {
-			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err))
-		}
-		if len(value) > c.maxEventBytes {
-			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), c.maxEventBytes))
+		value, refusal := c.encodeEvent(k, &event)
+		if refusal != "" {
+			return builtEvents{}, c.reject(run, events.ReasonRejected, refusal)
 		}
 		built.records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
 		if err := budget.add(cmd.Type, built.records[k], overhead); err != nil {
@@ -532,6 +526,22 @@ func (c *deciding) buildEvents(run *aggregateRun, codec aggregateCodec, drafts [
 		}
 	}
 	return built, nil
+}
+
+// encodeEvent encodes the command's event k within the per-event size
+// limit; refusal says why it cannot be published.
+func (c *deciding) encodeEvent(k int, event *events.Event) (value []byte, refusal string) {
+	value, fast := appendEventJSON(make([]byte, 0, eventSizeHint(event)), event)
+	if !fast {
+		var err error
+		if value, err = json.Marshal(*event); err != nil {
+			return nil, fmt.Sprintf("event %d of %s does not encode: %v", k, c.cmd.Type, err)
+		}
+	}
+	if len(value) > c.maxEventBytes {
+		return nil, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, c.cmd.Type, len(value), c.maxEventBytes)
+	}
+	return value, ""
 }
 
 // apply moves the running version and state past the command's events and
