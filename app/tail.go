@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/topicread"
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -75,53 +75,40 @@ func runTail(ctx context.Context, f commonFlags, which string, opts tailOptions,
 	if err != nil {
 		return err
 	}
+	end := topicread.Follow
+	if opts.exitAtEnd {
+		end = topicread.Stable
+	}
+	// Without --from-start, at the last stable offsets: everything before
+	// them is decided.
+	ends, err := topicread.FindEnds(ctx, topicread.Config{
+		Topics: []string{topic}, End: end, FromStable: !opts.fromStart, KafkaOptions: clientOpts, ListTimeout: 15 * time.Second,
+	})
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		return &unreachableError{err: errors.Wrapf(err, "list the offsets of topic %s; check --brokers", topic)}
+	}
 	client, err := kgo.NewClient(append(clientOpts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records tell where a partition ends when a transaction
 		// marker is its last record.
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.ConsumePartitions(ends.Offsets(nil)),
 	)...)
 	if err != nil {
 		return usagef("--brokers %q: %v", f.brokers, err)
 	}
 	defer client.Close()
-	admin := kadm.NewClient(client)
-	listCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	// The last stable offsets: everything before them is decided.
-	ends, err := admin.ListCommittedOffsets(listCtx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return &unreachableError{err: errors.Wrapf(err, "list the end offsets of topic %s; check --brokers", topic)}
-	}
-	starts := ends
-	if opts.fromStart {
-		if starts, err = admin.ListStartOffsets(listCtx, topic); err == nil {
-			err = starts.Error()
-		}
-		if err != nil {
-			return &unreachableError{err: errors.Wrapf(err, "list the start offsets of topic %s; check --brokers", topic)}
-		}
-	}
-	remaining := make(map[int32]int64) // partition → end offset, until read to it
-	assign := make(map[int32]kgo.Offset)
-	ends.Each(func(end kadm.ListedOffset) {
-		start, _ := starts.Lookup(end.Topic, end.Partition)
-		assign[end.Partition] = kgo.NewOffset().At(start.Offset)
-		if end.Offset > start.Offset {
-			remaining[end.Partition] = end.Offset
-		}
-	})
-	client.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: assign})
+	remaining := topicread.NewRemaining(ends)
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer func() { _ = out.Flush() }()
 	printed := 0
 	for {
-		if opts.exitAtEnd && len(remaining) == 0 {
+		if opts.exitAtEnd && remaining.Len() == 0 {
 			return nil
 		}
 		fetches := client.PollFetches(ctx)
@@ -135,9 +122,7 @@ func runTail(ctx context.Context, f commonFlags, which string, opts tailOptions,
 		iter := fetches.RecordIter()
 		for !iter.Done() {
 			rec := iter.Next()
-			if end, ok := remaining[rec.Partition]; ok && rec.Offset+1 >= end {
-				delete(remaining, rec.Partition)
-			}
+			remaining.Seen(rec)
 			if rec.Attrs.IsControl() || (opts.aggregateID != "" && string(rec.Key) != opts.aggregateID) {
 				continue
 			}

@@ -309,7 +309,7 @@ func (d *decider) duplicate(b *batch, i int, original versionstore.Decision, act
 	cmd := b.commands[i]
 	originalReason := events.OriginalApplied
 	if !original.Applied {
-		originalReason = original.Reason
+		originalReason = string(original.Reason)
 	}
 	conflict := events.Conflict{
 		CommandID:       cmd.ID,
@@ -325,48 +325,97 @@ func (d *decider) duplicate(b *batch, i int, original versionstore.Decision, act
 	return d.conflict(b, i, conflict)
 }
 
-// decideOne decides one new command against the aggregate's running state.
+// decideOne decides one new command against the aggregate's running state:
+// its expected version is checked (a stale one may be rebased), the state is
+// loaded, the handler decides, its drafts become events within the limits,
+// and the outcome is recorded on the running state. A command refused at
+// any stage is answered with a conflict record, recorded too.
 func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregateRun) (decided, error) {
-	cmd := b.commands[i]
-	h := d.registry.handlers[cmd.Type]
-	reject := func(reason events.Reason, message string) decided {
-		conflict := events.Conflict{
-			CommandID:       cmd.ID,
-			AggregateID:     cmd.AggregateID,
-			Reason:          reason,
-			ExpectedVersion: events.Version(cmd.ExpectedVersion),
-			Message:         message,
-		}
-		if reason != events.ReasonInvalid {
-			conflict.ActualVersion = events.Version(run.version)
-		}
-		out := d.conflict(b, i, conflict)
-		// An invalid payload is recorded too: a worker that takes the
-		// partition over tells a Redis that went back in time by finding
-		// no decision for a committed command (checkTaken).
-		run.record(b, i, versionstore.Outcome{Reason: string(reason), Version: run.version, Records: out.records})
-		return out
+	// run is passed to each stage rather than kept in c: escape analysis
+	// follows c as a whole, and c's strings reach the conflict records.
+	c := deciding{decider: d, b: b, i: i, cmd: b.commands[i], h: d.registry.handlers[b.commands[i].Type]}
+	rebasedFrom, refused := c.checkVersion(ctx, run)
+	if refused != nil {
+		return *refused, nil
 	}
+	codec, refused := c.loadState(run)
+	if refused != nil {
+		return *refused, nil
+	}
+	drafts, refused := c.callHandler(ctx, run, codec)
+	if refused != nil {
+		return *refused, nil
+	}
+	built, refused := c.buildEvents(run, codec, drafts, rebasedFrom)
+	if refused != nil {
+		return *refused, nil
+	}
+	return c.apply(run, codec, built), nil
+}
 
-	var rebasedFrom *int64
+// deciding is one command on its way through decideOne.
+type deciding struct {
+	*decider
+	b   *batch
+	i   int
+	cmd commands.Command
+	h   *handler
+}
+
+// reject answers the command with a conflict record of the reason and
+// records it.
+func (c *deciding) reject(run *aggregateRun, reason events.Reason, message string) *decided {
+	conflict := events.Conflict{
+		CommandID:       c.cmd.ID,
+		AggregateID:     c.cmd.AggregateID,
+		Reason:          reason,
+		ExpectedVersion: events.Version(c.cmd.ExpectedVersion),
+		Message:         message,
+	}
+	if reason != events.ReasonInvalid {
+		conflict.ActualVersion = events.Version(run.version)
+	}
+	// An invalid payload is recorded too: a worker that takes the
+	// partition over tells a Redis that went back in time by finding no
+	// decision for a committed command (checkTaken).
+	return c.refuse(run, conflict)
+}
+
+// refuse answers the command with the conflict record and records it.
+func (c *deciding) refuse(run *aggregateRun, conflict events.Conflict) *decided {
+	out := c.conflict(c.b, c.i, conflict)
+	run.record(c.b, c.i, versionstore.Outcome{Reason: conflict.Reason, Version: run.version, Records: out.records})
+	return &out
+}
+
+// checkVersion checks the command's expected version against the running
+// one. A stale version is refused with the events since, or rebased when
+// the command type allows it: rebasedFrom is then the version it expected.
+func (c *deciding) checkVersion(ctx context.Context, run *aggregateRun) (rebasedFrom *int64, refused *decided) {
+	cmd := c.cmd
 	if cmd.ExpectedVersion >= 0 && cmd.ExpectedVersion != run.version {
 		var conflict events.Conflict
-		if rebasedFrom, conflict = d.stale(ctx, h, cmd, run); rebasedFrom == nil {
-			out := d.conflict(b, i, conflict)
-			run.record(b, i, versionstore.Outcome{Reason: string(conflict.Reason), Version: run.version, Records: out.records})
-			return out, nil
+		if rebasedFrom, conflict = c.stale(ctx, c.h, cmd, run); rebasedFrom == nil {
+			return nil, c.refuse(run, conflict)
 		}
 	}
 	switch {
-	case cmd.ExpectedVersion < 0 && !h.relaxedVersions:
-		return reject(events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion)), nil
+	case cmd.ExpectedVersion < 0 && !c.h.relaxedVersions:
+		return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("command type %s does not allow expectedVersion %d; send the exact version you read", cmd.Type, cmd.ExpectedVersion))
 	case cmd.ExpectedVersion == commands.MustExist && run.version == 0:
-		return reject(events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist"), nil
+		return nil, c.reject(run, events.ReasonVersionConflict, "expected an existing aggregate (expectedVersion -2), but it does not exist")
 	}
+	return rebasedFrom, nil
+}
 
-	codec, refusal := d.codecFor(h, cmd, run)
+// loadState picks the codec of the handler's aggregate type, nil for an
+// untyped handler, and decodes the stored state the first time an
+// aggregate's command needs it.
+func (c *deciding) loadState(run *aggregateRun) (aggregateCodec, *decided) {
+	cmd := c.cmd
+	codec, refusal := c.codecFor(c.h, cmd, run)
 	if refusal != "" {
-		return reject(events.ReasonRejected, refusal), nil
+		return nil, c.reject(run, events.ReasonRejected, refusal)
 	}
 	if codec != nil && !run.stateLoaded {
 		state, err := codec.decodeState(run.loaded.State)
@@ -374,37 +423,63 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 			// A snapshot that does not decode cannot be decided on; failing
 			// the batch would stall the partition on every retry, so the
 			// command is refused and its sender told why.
-			return reject(events.ReasonRejected, fmt.Sprintf("the stored %s state of aggregate %s at version %d does not decode (%v): deploy a handler that reads it, or rebuild it with 'arbiter rebuild-versions'",
-				codec.name(), cmd.AggregateID, run.version, err)), nil
+			return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("the stored %s state of aggregate %s at version %d does not decode (%v): deploy a handler that reads it, or rebuild it with 'arbiter rebuild-versions'",
+				codec.name(), cmd.AggregateID, run.version, err))
 		}
 		run.codec, run.state, run.stateLoaded = codec, state, true
 	}
+	return codec, nil
+}
+
+// callHandler runs the handler on the running state; an error, a panic or
+// no events refuse the command.
+func (c *deciding) callHandler(ctx context.Context, run *aggregateRun, codec aggregateCodec) ([]events.Draft, *decided) {
 	var state any
 	if codec != nil {
 		state = run.state
 	}
-
-	drafts, err := safeDecide(ctx, h, state, run.version, cmd)
+	drafts, err := safeDecide(ctx, c.h, state, run.version, c.cmd)
 	var invalidPayload *payloadError
 	switch {
 	case errors.As(err, &invalidPayload):
-		return reject(events.ReasonInvalid, invalidPayload.Error()), nil
+		return nil, c.reject(run, events.ReasonInvalid, invalidPayload.Error())
 	case err != nil:
-		return reject(events.ReasonRejected, err.Error()), nil
+		return nil, c.reject(run, events.ReasonRejected, err.Error())
 	case len(drafts) == 0:
-		return reject(events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", cmd.Type)), nil
+		return nil, c.reject(run, events.ReasonRejected, fmt.Sprintf("command type %s decided no events: nothing to apply", c.cmd.Type))
 	}
-	budget := d.budget()
+	return drafts, nil
+}
+
+// builtEvents are an applied command's events: their records, CloudEvents
+// attributes and recent-events entries, the version and state after them
+// and, when every command's state is encoded, that state's snapshot.
+type builtEvents struct {
+	records       []versionstore.OutcomeRecord
+	cloudEvents   []cloudEvent
+	appliedEvents []versionstore.RecentEvent
+	version       int64
+	state         any
+	snapshot      []byte
+}
+
+// buildEvents turns the handler's drafts into events on top of the running
+// version and state, within the per-event and per-command limits. A draft
+// that does not encode or apply, or a limit crossed, refuses the command.
+func (c *deciding) buildEvents(run *aggregateRun, codec aggregateCodec, drafts []events.Draft, rebasedFrom *int64) (builtEvents, *decided) {
+	cmd := c.cmd
+	budget := c.budget()
 	if err := budget.checkEvents(cmd.Type, len(drafts)); err != nil {
-		return reject(events.ReasonRejected, err.Error()), nil
+		return builtEvents{}, c.reject(run, events.ReasonRejected, err.Error())
 	}
 	overhead := recordOverhead(cmd.AggregateID, cmd.ID)
-
-	records := make([]versionstore.OutcomeRecord, len(drafts))
-	cloudEvents := make([]cloudEvent, len(drafts))
-	appliedEvents := make([]versionstore.RecentEvent, 0, len(drafts))
-	version := run.version
-	state = run.state
+	built := builtEvents{
+		records:       make([]versionstore.OutcomeRecord, len(drafts)),
+		cloudEvents:   make([]cloudEvent, len(drafts)),
+		appliedEvents: make([]versionstore.RecentEvent, 0, len(drafts)),
+		version:       run.version,
+		state:         run.state,
+	}
 	aggregateType := run.typeName
 	if codec != nil {
 		aggregateType = codec.name()
@@ -412,59 +487,75 @@ func (d *decider) decideOne(ctx context.Context, b *batch, i int, run *aggregate
 	for k, draft := range drafts {
 		payload, err := encodePayload(draft)
 		if err != nil || draft.Type == "" {
-			return reject(events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err)), nil
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("handler of %s produced an unusable event %d: %v", cmd.Type, k, err))
 		}
-		version++
+		built.version++
 		event := events.Event{
-			ID:            events.EventID(cmd.AggregateID, version),
+			ID:            events.EventID(cmd.AggregateID, built.version),
 			AggregateID:   cmd.AggregateID,
 			AggregateType: aggregateType,
 			Type:          draft.Type,
-			Version:       version,
+			Version:       built.version,
 			CommandID:     cmd.ID,
 			RebasedFrom:   rebasedFrom,
 			Payload:       payload,
 			Metadata:      cmd.Metadata,
-			Timestamp:     b.now,
+			Timestamp:     c.b.now,
 		}
-		value, fast := appendEventJSON(make([]byte, 0, eventSizeHint(&event)), &event)
-		if !fast {
-			value, err = json.Marshal(event)
+		value, refusal := c.encodeEvent(k, &event)
+		if refusal != "" {
+			return builtEvents{}, c.reject(run, events.ReasonRejected, refusal)
 		}
-		if err != nil {
-			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s does not encode: %v", k, cmd.Type, err)), nil
-		}
-		if len(value) > d.maxEventBytes {
-			return reject(events.ReasonRejected, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, cmd.Type, len(value), d.maxEventBytes)), nil
-		}
-		records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
-		if err := budget.add(cmd.Type, records[k], overhead); err != nil {
-			return reject(events.ReasonRejected, err.Error()), nil
+		built.records[k] = versionstore.OutcomeRecord{Kind: versionstore.KindEvent, Value: value}
+		if err := budget.add(cmd.Type, built.records[k], overhead); err != nil {
+			return builtEvents{}, c.reject(run, events.ReasonRejected, err.Error())
 		}
 		if codec != nil {
-			state, err = codec.evolve(state, event)
+			built.state, err = codec.evolve(built.state, event)
 			if err != nil {
-				return reject(events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err)), nil
+				return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("event %s of %s cannot be applied to the %s state: %v", draft.Type, cmd.Type, codec.name(), err))
 			}
 		}
-		cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: b.timestamp()}
-		appliedEvents = append(appliedEvents, versionstore.RecentEvent{Version: version, Type: draft.Type, Payload: payload})
+		built.cloudEvents[k] = cloudEvent{id: event.ID, eventType: event.Type, time: c.b.timestamp()}
+		built.appliedEvents = append(built.appliedEvents, versionstore.RecentEvent{Version: built.version, Type: draft.Type, Payload: payload})
 	}
-	var snapshot []byte
 	if codec != nil && run.encodeEach {
-		if snapshot, err = codec.encodeState(state); err != nil {
-			return reject(events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err)), nil
+		var err error
+		if built.snapshot, err = codec.encodeState(built.state); err != nil {
+			return builtEvents{}, c.reject(run, events.ReasonRejected, fmt.Sprintf("the %s state after command type %s does not encode: %v", codec.name(), cmd.Type, err))
 		}
 	}
-	run.applied = append(run.applied, appliedEvents...)
-	run.version = version
-	if codec != nil {
-		run.state, run.stateDirty = state, true
-		run.typeName = codec.name()
-		run.snapshot = snapshot
+	return built, nil
+}
+
+// encodeEvent encodes the command's event k within the per-event size
+// limit; refusal says why it cannot be published.
+func (c *deciding) encodeEvent(k int, event *events.Event) (value []byte, refusal string) {
+	value, fast := appendEventJSON(make([]byte, 0, eventSizeHint(event)), event)
+	if !fast {
+		var err error
+		if value, err = json.Marshal(*event); err != nil {
+			return nil, fmt.Sprintf("event %d of %s does not encode: %v", k, c.cmd.Type, err)
+		}
 	}
-	run.record(b, i, versionstore.Outcome{Applied: true, Version: version, Records: records})
-	return decided{records: records, kind: outcomeApplied, cloudEvents: cloudEvents}, nil
+	if len(value) > c.maxEventBytes {
+		return nil, fmt.Sprintf("event %d of %s is %d bytes, over the %d-byte limit", k, c.cmd.Type, len(value), c.maxEventBytes)
+	}
+	return value, ""
+}
+
+// apply moves the running version and state past the command's events and
+// records it as applied.
+func (c *deciding) apply(run *aggregateRun, codec aggregateCodec, built builtEvents) decided {
+	run.applied = append(run.applied, built.appliedEvents...)
+	run.version = built.version
+	if codec != nil {
+		run.state, run.stateDirty = built.state, true
+		run.typeName = codec.name()
+		run.snapshot = built.snapshot
+	}
+	run.record(c.b, c.i, versionstore.Outcome{Applied: true, Version: built.version, Records: built.records})
+	return decided{records: built.records, kind: outcomeApplied, cloudEvents: built.cloudEvents}
 }
 
 // record keeps a decided outcome for the aggregate's Redis change.

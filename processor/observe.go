@@ -97,7 +97,8 @@ const (
 type RedisOperation string
 
 const (
-	// RedisLoad reads the batch's aggregates and recorded decisions.
+	// RedisLoad reads the batch's aggregates and recorded decisions, and
+	// the watermarks when a session first decides on a partition.
 	RedisLoad RedisOperation = "load"
 	// RedisLoadOutcomes reads recorded outcome records for a replay.
 	RedisLoadOutcomes RedisOperation = "load_outcomes"

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/internal/topicread"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -89,8 +90,60 @@ type Mismatch struct {
 // Rebuild recomputes every aggregate's version, type and state snapshot from
 // the committed events in the events topic and writes them to Redis: the
 // recovery path after Redis lost its data. Stop the workers while it runs.
+//
+// Its stages: check the history is whole and the workers idle, fence them
+// off, read the events topic to its settled end, evolving each aggregate,
+// write the aggregates that differ, reset the ones with no event, drop the
+// decisions never published, and write the marker the workers wait for.
 func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	var report RebuildReport
+	cfg.setDefaults()
+	if len(cfg.Brokers) == 0 || cfg.Registry == nil || cfg.Store == nil {
+		return report, errors.New("rebuild needs brokers, a registry and a store")
+	}
+	kafkaOpts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID(defaultClientID)}, cfg.KafkaOptions...)
+	client, err := kgo.NewClient(kafkaOpts...)
+	if err != nil {
+		return report, errors.Wrap(err, "create the Kafka client for the rebuild")
+	}
+	defer client.Close()
+	admin := kadm.NewClient(client)
+	if err := prepareRebuild(ctx, admin, cfg, &report); err != nil {
+		return report, err
+	}
+	read := topicread.Config{Topics: []string{cfg.EventsTopic}, End: topicread.Settled, KafkaOptions: kafkaOpts, Logger: cfg.Logger}
+	ends, err := topicread.FindEnds(ctx, read)
+	if err != nil {
+		return report, errors.Wrap(err, "find the end of the events topic (stop the workers before rebuilding)")
+	}
+	// After the ends are settled: no transaction of a fenced worker can
+	// commit offsets any more.
+	neverPublished := true
+	for _, partition := range ends[cfg.EventsTopic] {
+		neverPublished = neverPublished && partition.HighWatermark == 0
+	}
+	committed, err := committedOffsets(ctx, admin, cfg, neverPublished)
+	if err != nil {
+		return report, err
+	}
+	rebuilt, err := evolveEvents(ctx, cfg, read, ends, &report)
+	if err != nil {
+		return report, err
+	}
+	if err := writeRebuilt(ctx, cfg, rebuilt, &report); err != nil {
+		return report, err
+	}
+	unpublished, err := findUnpublished(ctx, cfg, rebuilt, &report)
+	if err != nil {
+		return report, err
+	}
+	if cfg.DryRun {
+		return report, nil
+	}
+	return report, finishRebuild(ctx, admin, cfg, unpublished, committed, &report)
+}
+
+func (cfg *RebuildConfig) setDefaults() {
 	if cfg.EventsTopic == "" {
 		cfg.EventsTopic = "events"
 	}
@@ -103,136 +156,116 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if len(cfg.Brokers) == 0 || cfg.Registry == nil || cfg.Store == nil {
-		return report, errors.New("rebuild needs brokers, a registry and a store")
-	}
-	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records are kept so that the read can tell when it has
-		// reached the last stable offset even when a transaction marker
-		// ends the partition.
-		kgo.KeepControlRecords(),
-		kgo.ClientID(defaultClientID),
-	}, cfg.KafkaOptions...)
-	client, err := kgo.NewClient(opts...)
-	if err != nil {
-		return report, errors.Wrap(err, "create the Kafka client for the rebuild")
-	}
-	defer client.Close()
-	admin := kadm.NewClient(client)
+}
+
+// prepareRebuild refuses an events topic that lost its first events (unless
+// AllowPartial) and, unless DryRun, running workers (unless Force), then
+// fences the workers off: from here on every compare-and-set fails, and the
+// workers wait for the marker the rebuild writes.
+func prepareRebuild(ctx context.Context, admin *kadm.Client, cfg RebuildConfig, report *RebuildReport) error {
 	starts, err := admin.ListStartOffsets(ctx, cfg.EventsTopic)
 	if err == nil {
 		err = starts.Error()
 	}
 	if err != nil {
-		return report, errors.Wrapf(err, "list the start offsets of topic %s", cfg.EventsTopic)
+		return errors.Wrapf(err, "list the start offsets of topic %s", cfg.EventsTopic)
 	}
-	if err := checkHistory(cfg, starts, &report); err != nil {
-		return report, err
+	if err := checkHistory(cfg, starts, report); err != nil {
+		return err
 	}
-	if !cfg.DryRun {
-		if err := checkGroupIdle(ctx, admin, cfg); err != nil {
-			return report, err
-		}
-		// Fence the workers off first: from here on every compare-and-set
-		// fails, and the workers wait for the marker the rebuild writes.
-		if err := cfg.Store.Fence(ctx); err != nil {
-			return report, err
-		}
+	if cfg.DryRun {
+		return nil
 	}
-	ends, err := settledEnds(ctx, admin, cfg.EventsTopic, cfg.Logger)
-	if err != nil {
-		return report, err
+	if err := checkGroupIdle(ctx, admin, cfg); err != nil {
+		return err
 	}
-	// After settledEnds: no transaction of a fenced worker can commit
-	// offsets any more.
-	empty := true
-	ends.Each(func(o kadm.ListedOffset) { empty = empty && o.Offset == 0 })
-	committed, err := committedOffsets(ctx, admin, cfg, empty)
-	if err != nil {
-		return report, err
-	}
-	remaining := make(map[int32]int64)
-	assign := make(map[int32]kgo.Offset)
-	ends.Each(func(o kadm.ListedOffset) {
-		start, _ := starts.Lookup(o.Topic, o.Partition)
-		if o.Offset > start.Offset {
-			remaining[o.Partition] = o.Offset
-			assign[o.Partition] = kgo.NewOffset().At(start.Offset)
-		}
-	})
-	client.AddConsumePartitions(map[string]map[int32]kgo.Offset{cfg.EventsTopic: assign})
+	return cfg.Store.Fence(ctx)
+}
 
-	type rebuilt struct {
-		aggregate versionstore.Aggregate
-		gap       bool
-	}
-	byID := make(map[string]*rebuilt)
-	var order []string
+// rebuiltAggregates are the aggregates evolved from the events topic, in the
+// order of their first event.
+type rebuiltAggregates struct {
+	byID  map[string]*rebuiltAggregate
+	order []string
+}
+
+type rebuiltAggregate struct {
+	aggregate versionstore.Aggregate
+	// gap is set when the aggregate's versions are not contiguous.
+	gap bool
+}
+
+// evolveEvents reads the events topic to ends and evolves every aggregate
+// through its events.
+func evolveEvents(ctx context.Context, cfg RebuildConfig, read topicread.Config, ends topicread.Ends, report *RebuildReport) (rebuiltAggregates, error) {
+	rebuilt := rebuiltAggregates{byID: make(map[string]*rebuiltAggregate)}
 	lastLog := time.Now()
-	for len(remaining) > 0 {
-		fetches := client.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return report, ctx.Err()
+	var evolveErr error
+	err := topicread.ReadEnds(ctx, read, ends, func(rec *kgo.Record) error {
+		var event events.Event
+		if err := json.Unmarshal(rec.Value, &event); err != nil {
+			cfg.Logger.Warn("skipping an event that does not decode", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), errorField(err))
+			return nil
 		}
-		if err := fetches.Err(); err != nil {
-			return report, errors.Wrapf(err, "read topic %s", cfg.EventsTopic)
+		report.Events++
+		if evolveErr = rebuilt.evolve(cfg.Registry, event); evolveErr != nil {
+			return evolveErr
 		}
-		var evolveErr error
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if end, ok := remaining[rec.Partition]; ok && rec.Offset+1 >= end {
-				delete(remaining, rec.Partition)
-			}
-			if rec.Attrs.IsControl() || evolveErr != nil {
-				return
-			}
-			var event events.Event
-			if err := json.Unmarshal(rec.Value, &event); err != nil {
-				cfg.Logger.Warn("skipping an event that does not decode", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), errorField(err))
-				return
-			}
-			report.Events++
-			r, ok := byID[event.AggregateID]
-			if !ok {
-				r = &rebuilt{aggregate: versionstore.Aggregate{ID: event.AggregateID}}
-				byID[event.AggregateID] = r
-				order = append(order, event.AggregateID)
-			}
-			if event.Version != r.aggregate.Version+1 {
-				r.gap = true
-			}
-			r.aggregate.Version = event.Version
-			if event.AggregateType != "" {
-				r.aggregate.Type = event.AggregateType
-			}
-			state, err := cfg.Registry.Evolve(r.aggregate.Type, r.aggregate.State, event)
-			if err != nil {
-				evolveErr = errors.Wrapf(err, "rebuild aggregate %s", event.AggregateID)
-				return
-			}
-			r.aggregate.State = state
-		})
-		if evolveErr != nil {
-			return report, evolveErr
-		}
-		if time.Since(lastLog) > 5*time.Second {
-			cfg.Logger.Info("rebuilding versions", zap.Int64("events", report.Events), zap.Int("aggregates", len(byID)))
+		if report.Events%1024 == 0 && time.Since(lastLog) > 5*time.Second {
+			cfg.Logger.Info("rebuilding versions", zap.Int64("events", report.Events), zap.Int("aggregates", len(rebuilt.byID)))
 			lastLog = time.Now()
 		}
+		return nil
+	})
+	switch {
+	case evolveErr != nil:
+		return rebuilt, evolveErr
+	case ctx.Err() != nil:
+		return rebuilt, ctx.Err()
+	case err != nil:
+		return rebuilt, errors.Wrapf(err, "read topic %s", cfg.EventsTopic)
 	}
-	report.Aggregates = len(order)
+	report.Aggregates = len(rebuilt.order)
+	return rebuilt, nil
+}
 
+// evolve applies one event to its aggregate.
+func (r *rebuiltAggregates) evolve(registry *Registry, event events.Event) error {
+	a, ok := r.byID[event.AggregateID]
+	if !ok {
+		a = &rebuiltAggregate{aggregate: versionstore.Aggregate{ID: event.AggregateID}}
+		r.byID[event.AggregateID] = a
+		r.order = append(r.order, event.AggregateID)
+	}
+	if event.Version != a.aggregate.Version+1 {
+		a.gap = true
+	}
+	a.aggregate.Version = event.Version
+	if event.AggregateType != "" {
+		a.aggregate.Type = event.AggregateType
+	}
+	state, err := registry.Evolve(a.aggregate.Type, a.aggregate.State, event)
+	if err != nil {
+		return errors.Wrapf(err, "rebuild aggregate %s", event.AggregateID)
+	}
+	a.aggregate.State = state
+	return nil
+}
+
+// writeRebuilt compares the rebuilt aggregates with Redis, a chunk at a
+// time, reports gaps and mismatches, and writes the ones that differ unless
+// DryRun.
+func writeRebuilt(ctx context.Context, cfg RebuildConfig, rebuilt rebuiltAggregates, report *RebuildReport) error {
 	const chunk = 1000
-	for start := 0; start < len(order); start += chunk {
-		ids := order[start:min(start+chunk, len(order))]
+	for start := 0; start < len(rebuilt.order); start += chunk {
+		ids := rebuilt.order[start:min(start+chunk, len(rebuilt.order))]
 		current, _, err := cfg.Store.Load(ctx, ids, nil)
 		if err != nil {
-			return report, err
+			return err
 		}
 		var writes []versionstore.Aggregate
 		for _, id := range ids {
-			r := byID[id]
+			r := rebuilt.byID[id]
 			if r.gap {
 				report.Gaps = append(report.Gaps, id)
 			}
@@ -249,92 +282,50 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildReport, error) {
 		}
 		if !cfg.DryRun {
 			if err := cfg.Store.Put(ctx, writes); err != nil {
-				return report, err
+				return err
 			}
 		}
 	}
-	// Aggregates Redis holds that have no event (decided, never published)
-	// go back to nothing.
+	return nil
+}
+
+// findUnpublished lists the aggregates Redis holds that have no event
+// (decided, never published): they go back to nothing.
+func findUnpublished(ctx context.Context, cfg RebuildConfig, rebuilt rebuiltAggregates, report *RebuildReport) ([]versionstore.Aggregate, error) {
 	held, err := cfg.Store.Versions(ctx)
 	if err != nil {
-		return report, err
+		return nil, err
 	}
 	var unpublished []versionstore.Aggregate
 	for id, version := range held {
-		if _, ok := byID[id]; !ok && version != 0 {
+		if _, ok := rebuilt.byID[id]; !ok && version != 0 {
 			report.Mismatches = append(report.Mismatches, Mismatch{AggregateID: id, RedisVersion: version})
 			unpublished = append(unpublished, versionstore.Aggregate{ID: id})
 		}
 	}
-	if !cfg.DryRun {
-		if err := cfg.Store.Put(ctx, unpublished); err != nil {
-			return report, err
-		}
-		// Decisions of commands whose outcomes were never committed are
-		// dropped with their outcome records: a replay would publish a
-		// version Redis no longer holds; they are decided again instead.
-		report.Forgotten, err = cfg.Store.ForgetUnpublished(ctx, committed)
-		if err != nil {
-			return report, err
-		}
-		if committed == nil {
-			if err := resetToEnds(ctx, admin, cfg); err != nil {
-				return report, err
-			}
-		}
-		// Redis now holds what the events topic says: workers waiting on a
-		// missing marker resume.
-		if err := cfg.Store.Init(ctx); err != nil {
-			return report, err
-		}
-	}
-	return report, nil
+	return unpublished, nil
 }
 
-// settledEnds returns the end offsets of a topic once no transaction is open
-// on it (its last stable offsets equal its high watermarks): then the last
-// record of each partition is one a read_committed reader that keeps control
-// records is given — a commit or abort marker, or a committed record — and
-// the read can tell it has reached the end. With a transaction open, records
-// of an aborted one may lie below the last stable offset with its marker
-// above, and such a reader would wait for them forever. Open transactions end
-// within the transaction timeout once the workers stop.
-func settledEnds(ctx context.Context, admin *kadm.Client, topic string, log *zap.Logger) (kadm.ListedOffsets, error) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		stable, err := admin.ListCommittedOffsets(ctx, topic)
-		if err == nil {
-			err = stable.Error()
-		}
-		if err != nil {
-			return nil, errors.Wrapf(err, "list the last stable offsets of topic %s (does it exist?)", topic)
-		}
-		high, err := admin.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = high.Error()
-		}
-		if err != nil {
-			return nil, errors.Wrapf(err, "list the end offsets of topic %s", topic)
-		}
-		open := 0
-		high.Each(func(o kadm.ListedOffset) {
-			if s, ok := stable.Lookup(o.Topic, o.Partition); !ok || s.Offset != o.Offset {
-				open++
-			}
-		})
-		if open == 0 {
-			return high, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.Newf("%d partitions of topic %s still have an open transaction after 5 minutes; stop the workers and retry", open, topic)
-		}
-		log.Info("waiting for open transactions on the events topic to end (stop the workers before rebuilding)", zap.Int("partitions", open))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
+// finishRebuild resets the unpublished aggregates, drops the decisions of
+// commands whose outcomes were never committed with their outcome records
+// (a replay would publish a version Redis no longer holds; they are decided
+// again instead), sets the watermarks to the commands' end when no
+// committed offset is known, and writes the marker: Redis now holds what the
+// events topic says, and workers waiting on a missing marker resume.
+func finishRebuild(ctx context.Context, admin *kadm.Client, cfg RebuildConfig, unpublished []versionstore.Aggregate, committed map[int32]int64, report *RebuildReport) error {
+	if err := cfg.Store.Put(ctx, unpublished); err != nil {
+		return err
+	}
+	var err error
+	if report.Forgotten, err = cfg.Store.ForgetUnpublished(ctx, committed); err != nil {
+		return err
+	}
+	if committed == nil {
+		if err := resetToEnds(ctx, admin, cfg); err != nil {
+			return err
 		}
 	}
+	return cfg.Store.Init(ctx)
 }
 
 // checkHistory refuses an events topic that lost its first events, unless

@@ -80,14 +80,13 @@ func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
 	if len(first) == 0 {
 		return nil
 	}
-	readCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-	readStart := time.Now()
-	decided, committed, err := w.cfg.Store.Watermarks(readCtx)
-	cancel()
-	// The first Redis round trip of a partition's first batch: a Redis
-	// that cannot be reached shows here before the load.
-	w.observeRedis(RedisLoad, readStart, err)
-	w.stats.RedisRoundTrips.Add(1)
+	// Part of loading what the batch needs: a failure counts as a failed
+	// load.
+	var decided, committed map[int32]int64
+	err := w.redisRoundTrip(ctx, RedisLoad, func(ctx context.Context) (err error) {
+		decided, committed, err = w.cfg.Store.Watermarks(ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -109,9 +108,11 @@ func (w *Worker) checkTaken(ctx context.Context, l *lane, b *batch) error {
 	for partition := range first {
 		partitions = append(partitions, partition)
 	}
-	readCtx, cancel = context.WithTimeout(ctx, w.cfg.RedisTimeout)
-	floors, err := w.cfg.Store.CommittedFloors(readCtx, partitions)
-	cancel()
+	var floors map[versionstore.ShardFloor]int64
+	err = w.redisRoundTrip(ctx, RedisLoad, func(ctx context.Context) (err error) {
+		floors, err = w.cfg.Store.CommittedFloors(ctx, partitions)
+		return err
+	})
 	if err != nil {
 		return err
 	}

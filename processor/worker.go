@@ -585,152 +585,34 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 	}
 }
 
-// processBatch decides a batch, advances Redis and produces the outcome
-// records into the open transaction. An error means the transaction must be
-// aborted.
+// processBatch takes a batch through its stages: load what its commands
+// need from Redis, decide them, commit the new versions to Redis, and
+// publish the outcome records into the open transaction. An error means the
+// transaction must be aborted.
 func (w *Worker) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, l *lane, b *batch) (BatchParams, error) {
-	records := b.records
-	params := BatchParams{Records: len(records)}
+	params := BatchParams{Records: len(b.records)}
 	if err := w.checkTaken(ctx, l, b); err != nil {
 		return params, err
 	}
 	w.decider.decode(b)
-	aggregateIDs, refs := b.loadRequest()
-	if len(aggregateIDs) > 0 {
-		loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-		start := time.Now()
-		aggregates, recorded, err := w.cfg.Store.LoadBatch(loadCtx, versionstore.LoadRequest{
-			AggregateIDs: aggregateIDs, Commands: refs, Forget: l.forget, Committed: l.recovery.committed,
-			Floors: l.recovery.committedFloors,
-		})
-		cancel()
-		w.observeRedis(RedisLoad, start, err)
-		w.stats.RedisRoundTrips.Add(1)
+	if aggregateIDs, refs := b.loadRequest(); len(aggregateIDs) > 0 {
+		loaded, err := w.load(ctx, l, b, aggregateIDs, refs)
 		if err != nil {
-			return params, errors.Wrapf(err, "load %d aggregates from redis", len(aggregateIDs))
-		}
-		l.forget = l.forget[:0]
-		clear(l.recovery.committed)
-		clear(l.recovery.committedFloors)
-		if err := w.checkWindows(l, b, recorded); err != nil {
 			return params, err
 		}
-		var replays map[versionstore.CommandRef]versionstore.Outcome
-		if replayRefs := b.replayRefs(recorded); len(replayRefs) > 0 {
-			// Only after an aborted transaction: the outcomes decided then
-			// are re-published exactly as recorded.
-			loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-			start := time.Now()
-			replays, err = w.cfg.Store.LoadOutcomes(loadCtx, replayRefs)
-			cancel()
-			w.observeRedis(RedisLoadOutcomes, start, err)
-			w.stats.RedisRoundTrips.Add(1)
-			if err != nil {
-				return params, errors.Wrapf(err, "load %d recorded outcomes to replay", len(replayRefs))
-			}
-		}
-		if err := w.loadRecent(ctx, b, aggregates); err != nil {
-			return params, err
-		}
-		if err := w.decider.decide(ctx, b, aggregates, recorded, replays); err != nil {
+		if err := w.decider.decide(ctx, b, loaded.aggregates, loaded.recorded, loaded.replays); err != nil {
 			return params, err
 		}
 		w.setWatermarks(l, b)
-		if len(b.changes) > 0 {
-			if w.cfg.Hooks.BeforeRedisCommit != nil {
-				w.cfg.Hooks.BeforeRedisCommit(ctx, BatchParams{Records: len(records), Applied: len(b.changes)})
-			}
-			commitCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
-			start := time.Now()
-			err := w.cfg.Store.Commit(commitCtx, b.changes)
-			cancel()
-			w.observeRedis(RedisCommit, start, err)
-			w.stats.RedisRoundTrips.Add(1)
-			if err != nil {
-				// A timeout is ambiguous (the scripts may have run): the
-				// abort and the replay of the recorded outcomes settle it.
-				return params, errors.Wrapf(err, "advance %d aggregate versions in redis", len(b.changes))
-			}
+		if err := w.commitToRedis(ctx, b); err != nil {
+			return params, err
 		}
 	}
-	for _, outcome := range b.outcomes {
-		switch outcome.kind {
-		case outcomeApplied:
-			params.Applied++
-			b.counts.Applied++
-		case outcomeConflict:
-			params.Conflicts++
-			b.counts.add(outcome.reason)
-		case outcomeReplayed:
-			params.Replayed++
-		}
-	}
+	b.count(&params)
 	if w.cfg.Hooks.AfterRedisCommit != nil {
 		w.cfg.Hooks.AfterRedisCommit(ctx, params)
 	}
-
-	var (
-		mu         sync.Mutex
-		produceErr error
-	)
-	promise := func(r *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			if produceErr == nil {
-				produceErr = errors.Wrapf(err, "produce outcome record for aggregate %s to %s", capField(string(r.Key)), r.Topic)
-			}
-			mu.Unlock()
-		}
-	}
-	// One allocation for every outcome record of the batch, and header
-	// values shared by them (the client only reads them).
-	total := 0
-	for _, outcome := range b.outcomes {
-		total += len(outcome.records)
-	}
-	outs := make([]kgo.Record, 0, total)
-	b.produceStart = time.Now()
-	// Per record at most: kind, command ID, traceparent, tracestate and
-	// the seven CloudEvents headers.
-	headers := make([]kgo.RecordHeader, 0, 11*total)
-	ceSource := []byte(w.cfg.CloudEventsSource)
-	for i, outcome := range b.outcomes {
-		key, commandID := b.outcomeIdentity(i)
-		trace := traceHeaders(records[i])
-		for k, rec := range outcome.records {
-			outs = append(outs, kgo.Record{Key: key, Value: rec.Value, Topic: w.cfg.EventsTopic})
-			out := &outs[len(outs)-1]
-			kind := headerKindEvent
-			if rec.Kind == versionstore.KindConflict {
-				kind = headerKindConflict
-				out.Topic = w.cfg.ConflictsTopic
-			}
-			start := len(headers)
-			headers = append(headers, kgo.RecordHeader{Key: events.HeaderKind, Value: kind})
-			if commandID != nil {
-				headers = append(headers, kgo.RecordHeader{Key: events.HeaderCommandID, Value: commandID})
-			}
-			headers = append(headers, trace...)
-			var ce cloudEvent
-			if outcome.cloudEvents != nil {
-				ce = outcome.cloudEvents[k]
-			} else {
-				ce = cloudEventOf(rec)
-			}
-			headers = appendCloudEventHeaders(headers, ceSource, key, ce)
-			out.Headers = headers[start:len(headers):len(headers)]
-			sess.Produce(ctx, out, promise)
-		}
-	}
-	if err := sess.Client().Flush(ctx); err != nil {
-		return params, errors.Wrap(err, "flush outcome records")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if produceErr == nil && w.cfg.Hooks.BeforeEnd != nil {
-		w.cfg.Hooks.BeforeEnd(ctx, params)
-	}
-	return params, produceErr
+	return params, w.publish(ctx, sess, b, params)
 }
 
 // The values of the events.HeaderKind header, shared by every record.

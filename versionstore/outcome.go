@@ -2,20 +2,37 @@ package versionstore
 
 import (
 	"encoding/binary"
+	"strconv"
 
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
 )
 
-// RecordKind says which topic a recorded record goes to.
+// RecordKind says which topic a recorded record goes to: it is the one-byte
+// code under which an outcome record of events.KindEvent or
+// events.KindConflict is stored.
 type RecordKind byte
 
-// The kinds of recorded records.
+// The kinds of recorded records; the codes are stored in Redis and must not
+// change.
 const (
-	// KindEvent goes to the events topic.
+	// KindEvent (events.KindEvent) goes to the events topic.
 	KindEvent RecordKind = 'e'
-	// KindConflict goes to the conflicts topic.
+	// KindConflict (events.KindConflict) goes to the conflicts topic.
 	KindConflict RecordKind = 'c'
 )
+
+// String returns the kind's name in the events vocabulary, the value of
+// its records' events.HeaderKind header.
+func (k RecordKind) String() string {
+	switch k {
+	case KindEvent:
+		return events.KindEvent
+	case KindConflict:
+		return events.KindConflict
+	}
+	return "kind " + strconv.Quote(string(rune(k)))
+}
 
 // OutcomeRecord is one encoded record of a decided outcome, kept byte for
 // byte so that a replay publishes exactly what was decided.
@@ -37,7 +54,7 @@ type Outcome struct {
 	// Applied is true when the command's events were appended.
 	Applied bool
 	// Reason is the conflict reason when the command was not applied.
-	Reason string
+	Reason events.Reason
 	// Version is the aggregate's version after the outcome: the last
 	// event's version when applied, the actual version otherwise.
 	Version int64
@@ -125,7 +142,7 @@ func decodeOutcome(commandID string, buf []byte) (Outcome, error) {
 	if !ok {
 		return o, errors.Wrapf(errCorruptOutcome, "command %s: truncated reason", commandID)
 	}
-	o.Reason = string(reason)
+	o.Reason = events.Reason(reason)
 	count, ok := uvarint()
 	if !ok || count > uint64(len(buf)) {
 		return o, errors.Wrapf(errCorruptOutcome, "command %s: truncated record count", commandID)
@@ -161,7 +178,7 @@ type Decision struct {
 	Partition int32
 	Offset    int64
 	Applied   bool
-	Reason    string
+	Reason    events.Reason
 	Version   int64
 }
 
@@ -170,8 +187,10 @@ func (o Outcome) Decision() Decision {
 	return Decision{CommandID: o.CommandID, Partition: o.Partition, Offset: o.Offset, Applied: o.Applied, Reason: o.Reason, Version: o.Version}
 }
 
-// Reason codes keep the decision record small: the common reasons are one
-// byte, any other is stored as its text after reasonOther.
+// Reason codes keep the decision record small: the common reasons
+// (events.ReasonVersionConflict, events.ReasonRejected) are one byte, any
+// other is stored as its text after reasonOther. The codes are stored in
+// Redis and must not change.
 const (
 	reasonApplied         = 'a'
 	reasonVersionConflict = 'v'
@@ -186,9 +205,9 @@ func encodeDecision(d Decision) []byte {
 	switch {
 	case d.Applied:
 		buf = append(buf, reasonApplied)
-	case d.Reason == "version_conflict":
+	case d.Reason == events.ReasonVersionConflict:
 		buf = append(buf, reasonVersionConflict)
-	case d.Reason == "rejected":
+	case d.Reason == events.ReasonRejected:
 		buf = append(buf, reasonRejected)
 	default:
 		buf = append(buf, reasonOther)
@@ -227,11 +246,11 @@ func decodeDecision(commandID string, buf []byte) (Decision, error) {
 	case reasonApplied:
 		d.Applied = true
 	case reasonVersionConflict:
-		d.Reason = "version_conflict"
+		d.Reason = events.ReasonVersionConflict
 	case reasonRejected:
-		d.Reason = "rejected"
+		d.Reason = events.ReasonRejected
 	case reasonOther:
-		d.Reason = string(buf)
+		d.Reason = events.Reason(buf)
 		buf = nil
 	default:
 		return d, errors.Wrapf(errCorruptOutcome, "decision of command %s: unknown reason code %q", commandID, code)

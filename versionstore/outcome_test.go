@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
+	"github.com/arbiter-cqrs/arbiter/events"
 	"github.com/cockroachdb/errors"
 	"pgregory.net/rapid"
 )
@@ -68,7 +70,7 @@ var outcomeExamples = []struct {
 		Reason:  "rejected: prix ≤ 0 \x00\xff",
 		Records: []OutcomeRecord{{Kind: 0, Value: []byte{0, 1, 0xff, 0x80}}, {Kind: 0xff, Value: bytes.Repeat([]byte{0x80}, 300)}},
 	}},
-	{name: "long reason", outcome: Outcome{Reason: string(bytes.Repeat([]byte("r"), 1<<16))}},
+	{name: "long reason", outcome: Outcome{Reason: events.Reason(bytes.Repeat([]byte("r"), 1<<16))}},
 	{name: "many records", outcome: Outcome{Applied: true, Records: func() []OutcomeRecord {
 		records := make([]OutcomeRecord, 200)
 		for i := range records {
@@ -125,7 +127,7 @@ func outcomeGenerator() *rapid.Generator[Outcome] {
 			Partition: rapid.Int32().Draw(t, "partition"),
 			Offset:    rapid.Int64().Draw(t, "offset"),
 			Applied:   rapid.Bool().Draw(t, "applied"),
-			Reason:    string(rapid.SliceOfN(rapid.Byte(), 0, 200).Draw(t, "reason")),
+			Reason:    events.Reason(rapid.SliceOfN(rapid.Byte(), 0, 200).Draw(t, "reason")),
 			Version:   rapid.Int64().Draw(t, "version"),
 			Records:   rapid.SliceOfN(record, 0, 20).Draw(t, "records"),
 		}
@@ -296,4 +298,38 @@ func FuzzDecodeOutcome(f *testing.F) {
 			t.Fatalf("decodeOutcome accepted %x as %+v, which encodes as %x: a decoded outcome must re-encode to the bytes it came from", data, outcome, again)
 		}
 	})
+}
+
+// TestEncodingIsStable pins the bytes of recorded outcomes and decisions:
+// deployed Redis instances hold them, and a replay re-publishes what they
+// decode to, so the reason and kind codes must never change with the events
+// vocabulary they stand for.
+func TestEncodingIsStable(t *testing.T) {
+	tests := []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{name: "applied decision", got: encodeDecision(Decision{Applied: true, Partition: 1, Offset: 2, Version: 3}), want: "61020406"},
+		{name: "version conflict decision", got: encodeDecision(Decision{Reason: events.ReasonVersionConflict, Partition: 1, Offset: 2, Version: 3}), want: "76020406"},
+		{name: "rejected decision", got: encodeDecision(Decision{Reason: events.ReasonRejected, Partition: 1, Offset: 2, Version: 3}), want: "72020406"},
+		{name: "duplicate decision", got: encodeDecision(Decision{Reason: events.ReasonDuplicate, Partition: 1, Offset: 2, Version: 3}), want: "6f0204066475706c6963617465"},
+		{name: "applied outcome", got: encodeOutcome(Outcome{Applied: true, Partition: 1, Offset: 2, Version: 3, Records: []OutcomeRecord{{Kind: KindEvent, Value: []byte("e1")}}}), want: "0102040601000165026531"},
+		{name: "conflict outcome", got: encodeOutcome(Outcome{Reason: events.ReasonRejected, Partition: 1, Offset: 2, Version: 3, Records: []OutcomeRecord{{Kind: KindConflict, Value: []byte("c")}}}), want: "01020406000872656a6563746564016301 63"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprintf("%x", tt.got); got != strings.ReplaceAll(tt.want, " ", "") {
+				t.Errorf("encoded %s, want %s: the encoding in Redis changed", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRecordKindNamesTheEventsKind(t *testing.T) {
+	for kind, want := range map[RecordKind]string{KindEvent: events.KindEvent, KindConflict: events.KindConflict} {
+		if got := kind.String(); got != want {
+			t.Errorf("RecordKind %q names itself %q, want %q", byte(kind), got, want)
+		}
+	}
 }
