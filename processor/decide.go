@@ -224,7 +224,13 @@ func (d *decider) decideAggregate(ctx context.Context, b *batch, indexes []int, 
 		ref := versionstore.CommandRef{AggregateID: aggregateID, CommandID: b.commands[i].ID}
 		if decision, ok := recorded[ref]; ok {
 			if isReplay(b.records[i], decision) {
-				b.outcomes[i] = decided{records: replays[ref].Records, kind: outcomeReplayed}
+				// The recorded decision's reason: the replay is this
+				// command's outcome, counted once its transaction commits.
+				replayed := decided{records: replays[ref].Records, kind: outcomeReplayed, reason: decision.Reason}
+				if decision.Applied {
+					replayed.reason = ""
+				}
+				b.outcomes[i] = replayed
 			} else {
 				b.outcomes[i] = d.duplicate(b, i, decision, run.version)
 			}

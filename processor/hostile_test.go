@@ -102,7 +102,7 @@ func TestHostileKeyDoesNotStall(t *testing.T) {
 	t.Logf("every valid command had its outcome %v after the first were sent", time.Since(start).Round(time.Millisecond))
 
 	noID := s.out.NoIDConflicts()
-	if len(noID) != 1 || noID[0].Reason != events.ReasonInvalid || noID[0].Source.Partition != 1 || noID[0].Source.Offset != 1 {
+	if len(noID) != 1 || noID[0].Reason != events.ReasonInvalid || noID[0].Source.Partition != 0 || noID[0].Source.Offset != 1 {
 		t.Fatalf("the hostile record must get exactly one invalid conflict pointing at it, got %+v", noID)
 	}
 	size := conflictRecordSize(t, s.brokers, s.topics.Conflicts)

@@ -119,7 +119,15 @@ func (b *batch) count(params *BatchParams) {
 			params.Conflicts++
 			b.counts.add(outcome.reason)
 		case outcomeReplayed:
+			// A replay publishes the outcome of an aborted transaction,
+			// which was not counted: count it by its recorded reason
+			// (none: applied).
 			params.Replayed++
+			if outcome.reason == "" {
+				b.counts.Applied++
+			} else {
+				b.counts.add(outcome.reason)
+			}
 		}
 	}
 }

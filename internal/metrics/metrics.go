@@ -5,7 +5,7 @@
 //
 // The metrics, all registered on the Registerer passed in:
 //
-//	arbiter_commands_total{outcome}                       counter   commands decided in committed transactions, by outcome
+//	arbiter_commands_total{outcome}                       counter   commands decided in committed transactions (replays by their recorded outcome), by outcome
 //	arbiter_replayed_commands_total                       counter   recorded outcomes re-published after an aborted transaction
 //	arbiter_batch_records                                 histogram command records per batch
 //	arbiter_batch_duration_seconds                        histogram poll to end of transaction
