@@ -211,25 +211,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	securityOpts, err := cfg.Security.kafkaOpts()
+	kafka, rdb, err := connect(ctx, cfg.Brokers, cfg.Security, cfg.RedisURL, cfg.RedisMode)
 	if err != nil {
 		return nil, err
-	}
-	kafka, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, securityOpts...)...)
-	if err != nil {
-		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisConfig := cfg.Security.redisConfig(cfg.RedisURL)
-	redisConfig.Mode = cfg.RedisMode
-	rdb, err := redisConfig.NewUniversalClient()
-	if err != nil {
-		return nil, &ConfigError{Err: err}
-	}
 	defer rdb.Close()
-	if err := reachable(ctx, kafka, rdb, redisConfig); err != nil {
-		return nil, err
-	}
 	b := &bencher{cfg: cfg, admin: kadm.NewClient(kafka), redis: rdb}
 
 	report := &Report{Target: cfg.Target, Machine: readMachine(), Settings: settingsOf(cfg)}

@@ -16,7 +16,6 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
 
@@ -116,25 +115,12 @@ func RunContention(ctx context.Context, cfg ContentionConfig) (*ContentionReport
 	if len(cfg.Brokers) == 0 || cfg.RedisURL == "" {
 		return nil, &ConfigError{Err: errors.New("the contention scenario needs Kafka brokers and a Redis URL")}
 	}
-	securityOpts, err := cfg.Security.kafkaOpts()
+	kafka, rdb, err := connect(ctx, cfg.Brokers, cfg.Security, cfg.RedisURL, cfg.RedisMode)
 	if err != nil {
 		return nil, err
-	}
-	kafka, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, securityOpts...)...)
-	if err != nil {
-		return nil, errors.Wrap(err, "create the Kafka admin client")
 	}
 	defer kafka.Close()
-	redisConfig := cfg.Security.redisConfig(cfg.RedisURL)
-	redisConfig.Mode = cfg.RedisMode
-	rdb, err := redisConfig.NewUniversalClient()
-	if err != nil {
-		return nil, &ConfigError{Err: err}
-	}
 	defer rdb.Close()
-	if err := reachable(ctx, kafka, rdb, redisConfig); err != nil {
-		return nil, err
-	}
 	report := &ContentionReport{Aggregates: cfg.Aggregates, Clients: cfg.Clients, Duration: cfg.Duration.Seconds()}
 	for _, onConflict := range []string{commands.OnConflictStrict, commands.OnConflictRebase} {
 		mode, err := runContentionMode(ctx, cfg, kadm.NewClient(kafka), rdb, onConflict)

@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"context"
+
 	"github.com/arbiter-cqrs/arbiter/kafkaclient"
 	"github.com/arbiter-cqrs/arbiter/redisclient"
+	"github.com/cockroachdb/errors"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -66,4 +70,31 @@ func (s Security) workerEnv() []string {
 		env = append(env, "ARBITER_REDIS_PASSWORD="+s.Redis.Password)
 	}
 	return env
+}
+
+// connect makes the run's Kafka admin client and Redis client, with the
+// security settings and the Redis mode, and checks both answer. A Redis
+// setting that does not parse is a *ConfigError.
+func connect(ctx context.Context, brokers []string, security Security, redisURL string, mode redisclient.Mode) (*kgo.Client, redis.UniversalClient, error) {
+	securityOpts, err := security.kafkaOpts()
+	if err != nil {
+		return nil, nil, err
+	}
+	kafka, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, securityOpts...)...)
+	if err != nil {
+		return nil, nil, errors.Wrap(err, "create the Kafka admin client")
+	}
+	redisConfig := security.redisConfig(redisURL)
+	redisConfig.Mode = mode
+	rdb, err := redisConfig.NewUniversalClient()
+	if err != nil {
+		kafka.Close()
+		return nil, nil, &ConfigError{Err: err}
+	}
+	if err := reachable(ctx, kafka, rdb, redisConfig); err != nil {
+		kafka.Close()
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return kafka, rdb, nil
 }
