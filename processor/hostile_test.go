@@ -105,7 +105,7 @@ func TestHostileKeyDoesNotStall(t *testing.T) {
 	if len(noID) != 1 || noID[0].Reason != events.ReasonInvalid || noID[0].Source.Partition != 0 || noID[0].Source.Offset != 1 {
 		t.Fatalf("the hostile record must get exactly one invalid conflict pointing at it, got %+v", noID)
 	}
-	size := conflictRecordSize(t, s.brokers, s.topics.Conflicts)
+	size := recordSize(idlessConflict(t, s.brokers, s.topics.Conflicts))
 	t.Logf("the hostile record's conflict record is %d bytes (value, key and headers)", size)
 	if size > 16<<10 {
 		t.Errorf("the hostile record's conflict record is %d bytes; it must stay well under the 1 MiB record limit", size)
@@ -144,9 +144,9 @@ func produceManually(t *testing.T, brokers []string, records ...*kgo.Record) {
 	}
 }
 
-// conflictRecordSize reads the conflicts topic and returns the size of the
-// one conflict record without a command ID header: value, key and headers.
-func conflictRecordSize(t *testing.T, brokers []string, topic string) int {
+// idlessConflict reads the conflicts topic and returns the one conflict
+// record without a command ID header (an invalid record's).
+func idlessConflict(t *testing.T, brokers []string, topic string) *kgo.Record {
 	t.Helper()
 	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -159,24 +159,31 @@ func conflictRecordSize(t *testing.T, brokers []string, topic string) int {
 	for {
 		fetches := client.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatal("the hostile record's conflict record was not found")
+			t.Fatalf("no conflict record without a command ID in %s", topic)
 		}
-		size := -1
+		var found *kgo.Record
 		fetches.EachRecord(func(rec *kgo.Record) {
 			for _, h := range rec.Headers {
 				if h.Key == events.HeaderCommandID {
 					return
 				}
 			}
-			size = len(rec.Key) + len(rec.Value)
-			for _, h := range rec.Headers {
-				size += len(h.Key) + len(h.Value)
-			}
+			found = rec
 		})
-		if size >= 0 {
-			return size
+		if found != nil {
+			return found
 		}
 	}
+}
+
+// recordSize is a record's size on the wire, before framing: value, key and
+// headers.
+func recordSize(rec *kgo.Record) int {
+	size := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	return size
 }
 
 // TestOutputTopicsWithSmallRecordLimit: when the events and conflicts topics

@@ -279,45 +279,12 @@ func TestKeylessInvalidOnCompactedConflicts(t *testing.T) {
 	s.out.Wait(30*time.Second, func(_ map[string]*testkit.Outcome, noID []events.Conflict) bool { return len(noID) == 1 })
 
 	wantKey := fmt.Sprintf("%s/%d/%d", bad.Topic, bad.Partition, bad.Offset)
-	if key := conflictRecordKey(t, s.brokers, s.topics.Conflicts); key != wantKey {
+	if key := string(idlessConflict(t, s.brokers, s.topics.Conflicts).Key); key != wantKey {
 		t.Fatalf("the keyless record's invalid conflict is keyed %q, want %q", key, wantKey)
 	}
 	for _, line := range logs.lines() {
 		if strings.Contains(line, "partition isolated") {
 			t.Errorf("no partition may be isolated: %.400s", line)
-		}
-	}
-}
-
-// conflictRecordKey reads the conflicts topic and returns the key of the one
-// conflict record without a command ID header.
-func conflictRecordKey(t *testing.T, brokers []string, topic string) string {
-	t.Helper()
-	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		fetches := client.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatal("the keyless record's conflict record was not found")
-		}
-		var key *string
-		fetches.EachRecord(func(rec *kgo.Record) {
-			for _, h := range rec.Headers {
-				if h.Key == events.HeaderCommandID {
-					return
-				}
-			}
-			k := string(rec.Key)
-			key = &k
-		})
-		if key != nil {
-			return *key
 		}
 	}
 }
