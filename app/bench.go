@@ -75,6 +75,7 @@ func (c *cli) benchCommand() *cobra.Command {
 	fs.IntVar(&b.cfg.Tuning.Concurrency, "concurrency", 1, "transactional sessions per worker (the worker's --concurrency)")
 	fs.StringVar(&b.cfg.Tuning.Compression, "compression", "", "codec of the worker's outcome batches: none, snappy, lz4, zstd (default: franz-go's, snappy; in-process workers)")
 	fs.DurationVar(&b.cfg.Tuning.Linger, "linger", 0, "the worker producer's linger (default: franz-go's, 10ms; in-process workers)")
+	fs.StringArrayVar(&b.cfg.Tuning.WorkerArgs, "worker-arg", nil, "an extra 'arbiter worker' flag for every worker process, e.g. --worker-arg=--recent-events=-1 (repeatable; worker processes only)")
 	fs.DurationVar(&b.cfg.LoadLinger, "load-linger", 0, "the load generator's producer linger; negative keeps franz-go's 10ms")
 	fs.Uint64Var(&b.cfg.Seed, "seed", 1, "seed of the generated workload")
 	fs.IntVar(&b.cfg.WarmupN, "warmup-n", 0, "commands of a first batched run whose results are dropped (warms a freshly started broker's JIT)")

@@ -177,6 +177,9 @@ func (c *Config) Validate() error {
 	if c.WorkerProcesses > 0 && !c.Tuning.processCapable() {
 		problems = append(problems, errors.Newf("tuning %s has no `arbiter worker` flag; use in-process workers", c.Tuning))
 	}
+	if c.WorkerProcesses <= 0 && len(c.Tuning.WorkerArgs) > 0 {
+		problems = append(problems, errors.New("worker flags (--worker-arg) go to worker processes only; give --worker-processes"))
+	}
 	if c.WorkerProcesses > 0 && (c.CPUProfile != nil || c.MemProfile != nil) {
 		problems = append(problems, errors.New("profiles cover in-process workers only; profile a worker process with its own tools"))
 	}

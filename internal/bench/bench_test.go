@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,4 +257,32 @@ func brokerPID() int {
 		pid = pid*10 + int(c-'0')
 	}
 	return pid
+}
+
+func TestWorkerProcessFlags(t *testing.T) {
+	tests := []struct {
+		name   string
+		tuning Tuning
+		want   []string
+	}{
+		{"defaults", Tuning{}, nil},
+		{"concurrency", Tuning{Concurrency: 3}, []string{"--concurrency", "3"}},
+		{"extra flags after the knobs", Tuning{Concurrency: 2, WorkerArgs: []string{"--recent-events=-1", "--max-batch", "500"}},
+			[]string{"--concurrency", "2", "--recent-events=-1", "--max-batch", "500"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.tuning.workerFlags(); !slices.Equal(got, tt.want) {
+				t.Errorf("workerFlags() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWorkerArgsNeedWorkerProcesses(t *testing.T) {
+	cfg := Config{Workers: 1, Tuning: Tuning{WorkerArgs: []string{"--recent-events=-1"}}}
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "--worker-arg") {
+		t.Fatalf("Validate() = %v, want the refusal of --worker-arg for in-process workers", err)
+	}
 }

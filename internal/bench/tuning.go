@@ -24,6 +24,10 @@ type Tuning struct {
 	// (10ms). The worker flushes at the end of every batch, so it only
 	// matters while a batch is being produced.
 	Linger time.Duration
+	// WorkerArgs are extra `arbiter worker` flags given to every worker
+	// process as they are (e.g. "--recent-events=-1"), to measure a
+	// setting the other knobs do not cover. Worker processes only.
+	WorkerArgs []string
 }
 
 // Validate reports unknown values.
@@ -48,6 +52,7 @@ func (t Tuning) String() string {
 	if t.Linger != 0 {
 		parts = append(parts, "linger="+t.Linger.String())
 	}
+	parts = append(parts, t.WorkerArgs...)
 	if len(parts) == 0 {
 		return "defaults"
 	}
@@ -80,10 +85,11 @@ func (t Tuning) apply(cfg *processor.Config) {
 // workerFlags are the knobs as `arbiter worker` flags; knobs without a
 // flag are refused for worker processes by Config.Validate.
 func (t Tuning) workerFlags() []string {
+	var flags []string
 	if t.Concurrency > 1 {
-		return []string{"--concurrency", strconv.Itoa(t.Concurrency)}
+		flags = append(flags, "--concurrency", strconv.Itoa(t.Concurrency))
 	}
-	return nil
+	return append(flags, t.WorkerArgs...)
 }
 
 // processCapable reports whether every non-default knob has a worker flag.
