@@ -111,25 +111,30 @@ func (r *Registry) RebasePolicies() map[string]RebasePolicy {
 }
 
 // recentNeeded lists the aggregates of which a command of the batch expects
-// a version below the one Redis holds: their recent-events lists must be
-// loaded to answer them. Stale against a version reached within the batch
-// needs no list: those events are the batch's own.
-func (b *batch) recentNeeded(aggregates map[string]versionstore.Aggregate) []string {
-	var ids []string
-	seen := make(map[string]struct{})
+// a version below the one Redis holds, with how many of their last events
+// answer the stalest of those commands: their recent-events lists must be
+// loaded. Stale against a version reached within the batch needs no list:
+// those events are the batch's own.
+func (b *batch) recentNeeded(aggregates map[string]versionstore.Aggregate) []versionstore.RecentWant {
+	var wants []versionstore.RecentWant
+	index := make(map[string]int)
 	for i, cmd := range b.commands {
 		if b.invalid[i] != nil || cmd.ExpectedVersion < 0 {
 			continue
 		}
-		if _, ok := seen[cmd.AggregateID]; ok {
+		loaded := aggregates[cmd.AggregateID].Version
+		if cmd.ExpectedVersion >= loaded {
 			continue
 		}
-		if cmd.ExpectedVersion < aggregates[cmd.AggregateID].Version {
-			seen[cmd.AggregateID] = struct{}{}
-			ids = append(ids, cmd.AggregateID)
+		last := loaded - cmd.ExpectedVersion
+		if j, ok := index[cmd.AggregateID]; ok {
+			wants[j].Last = max(wants[j].Last, last)
+			continue
 		}
+		index[cmd.AggregateID] = len(wants)
+		wants = append(wants, versionstore.RecentWant{AggregateID: cmd.AggregateID, Last: last})
 	}
-	return ids
+	return wants
 }
 
 // since returns the events after version expected up to the aggregate's
@@ -243,16 +248,16 @@ func eventsSinceLimit(opts versionstore.Options) int {
 // aggregates that stale commands of the batch need: only batches with such
 // commands pay for it.
 func (w *Worker) loadRecent(ctx context.Context, b *batch, aggregates map[string]versionstore.Aggregate) error {
-	ids := b.recentNeeded(aggregates)
-	if len(ids) == 0 {
+	wants := b.recentNeeded(aggregates)
+	if len(wants) == 0 || w.cfg.Store.Options().RecentEvents <= 0 {
 		return nil
 	}
 	loadCtx, cancel := context.WithTimeout(ctx, w.cfg.RedisTimeout)
 	defer cancel()
-	recent, err := w.cfg.Store.LoadRecent(loadCtx, ids)
+	recent, err := w.cfg.Store.LoadRecent(loadCtx, wants)
 	w.stats.RedisRoundTrips.Add(1)
 	if err != nil {
-		return errors.Wrapf(err, "load the recent events of %d aggregates with stale commands", len(ids))
+		return errors.Wrapf(err, "load the recent events of %d aggregates with stale commands", len(wants))
 	}
 	b.recent = recent
 	return nil

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arbiter-cqrs/arbiter/commands"
 	"github.com/arbiter-cqrs/arbiter/events"
+	"github.com/arbiter-cqrs/arbiter/versionstore"
+	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -209,5 +212,30 @@ func TestRebasePolicies(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("RebasePolicies() = %+v, want %+v", got, want)
+	}
+}
+
+func TestRecentNeededAsksForTheStalestCommandsEvents(t *testing.T) {
+	cmd := func(aggregateID string, expected int64) commands.Command {
+		return commands.Command{AggregateID: aggregateID, ExpectedVersion: expected}
+	}
+	b := &batch{
+		commands: []commands.Command{
+			cmd("a", 9), cmd("a", 7), cmd("a", 8), // stalest read 7 of 10: three events
+			cmd("b", 4),  // current
+			cmd("c", -1), // no version check
+			cmd("d", 0),  // invalid below
+			cmd("e", 2),  // ahead of Redis: not stale
+		},
+		invalid: make([]error, 7),
+	}
+	b.invalid[5] = errors.New("bad record")
+	aggregates := map[string]versionstore.Aggregate{
+		"a": {ID: "a", Version: 10}, "b": {ID: "b", Version: 4}, "c": {ID: "c", Version: 3}, "d": {ID: "d", Version: 5},
+	}
+	got := b.recentNeeded(aggregates)
+	want := []versionstore.RecentWant{{AggregateID: "a", Last: 3}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("recentNeeded = %+v, want %+v", got, want)
 	}
 }

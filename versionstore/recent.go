@@ -116,29 +116,46 @@ func (s *Store) recentArgs(change Change) []any {
 	return args
 }
 
+// RecentWant names an aggregate whose recent events LoadRecent reads, and
+// how many of its last ones are wanted.
+type RecentWant struct {
+	AggregateID string
+	// Last is how many of the list's last entries to read: the events
+	// after the oldest version a caller needs, up to the version it loaded.
+	// 0 or less reads the whole list.
+	Last int64
+}
+
 // LoadRecent reads the recent-events lists of the given aggregates in one
 // pipelined round trip, each in version order, holding at most
 // Options.RecentEvents of the aggregate's last events (fewer for a new
-// aggregate, after `arbiter rebuild-versions`, or after Redis lost data).
+// aggregate, after `arbiter rebuild-versions`, or after Redis lost data),
+// and of those only the wanted last ones. A store that keeps no recent
+// events (Options.RecentEvents -1) answers without a round trip.
 //
 // A list is written by the same compare-and-set as the version, but read
 // apart from it: a caller that needs the events up to a version it loaded
 // must check the versions it got (another worker may have moved the
 // aggregate since), as the processor does.
-func (s *Store) LoadRecent(ctx context.Context, aggregateIDs []string) (map[string][]RecentEvent, error) {
-	recent := make(map[string][]RecentEvent, len(aggregateIDs))
-	if len(aggregateIDs) == 0 {
+func (s *Store) LoadRecent(ctx context.Context, wants []RecentWant) (map[string][]RecentEvent, error) {
+	recent := make(map[string][]RecentEvent, len(wants))
+	if len(wants) == 0 || s.opts.RecentEvents <= 0 {
 		return recent, nil
 	}
 	pipe := s.client.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(aggregateIDs))
-	for i, id := range aggregateIDs {
-		cmds[i] = pipe.LRange(ctx, s.recentKey(id), 0, -1)
+	cmds := make([]*redis.StringSliceCmd, len(wants))
+	for i, want := range wants {
+		start := int64(0)
+		if want.Last > 0 && want.Last < int64(s.opts.RecentEvents) {
+			start = -want.Last
+		}
+		cmds[i] = pipe.LRange(ctx, s.recentKey(want.AggregateID), start, -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, errors.Wrapf(err, "load the recent events of %d aggregates", len(aggregateIDs))
+		return nil, errors.Wrapf(err, "load the recent events of %d aggregates", len(wants))
 	}
-	for i, id := range aggregateIDs {
+	for i, want := range wants {
+		id := want.AggregateID
 		entries, err := cmds[i].Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, errors.Wrapf(err, "load the recent events of aggregate %s", id)

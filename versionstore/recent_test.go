@@ -71,7 +71,7 @@ func runCommitKeepsRecentEvents(t *testing.T, newStore func(*testing.T, Options)
 	conflictOnly := testChange("a", 6, 6, "c-conflict")
 	conflictOnly.Outcomes[0].Applied, conflictOnly.Outcomes[0].Reason = false, "version_conflict"
 	mustCommit(t, store, conflictOnly)
-	recent, err := store.LoadRecent(ctx, []string{"a", "new"})
+	recent, err := store.LoadRecent(ctx, []RecentWant{{AggregateID: "a"}, {AggregateID: "new"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +88,21 @@ func runCommitKeepsRecentEvents(t *testing.T, newStore func(*testing.T, Options)
 	if len(recent["new"]) != 0 {
 		t.Errorf("an aggregate without events has recent events %+v", recent["new"])
 	}
+	// Only the wanted last entries: a command that read version 4 needs 5 and 6.
+	last, err := store.LoadRecent(ctx, []RecentWant{{AggregateID: "a", Last: 2}, {AggregateID: "new", Last: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions = versions[:0]
+	for _, e := range last["a"] {
+		versions = append(versions, e.Version)
+	}
+	if want := []int64{5, 6}; !reflect.DeepEqual(versions, want) {
+		t.Errorf("the last two entries are versions %v, want %v", versions, want)
+	}
+	if len(last["new"]) != 0 {
+		t.Errorf("an aggregate without events has recent events %+v", last["new"])
+	}
 
 	// A refused change leaves the list alone.
 	if err := store.Commit(ctx, []Change{recentChange("a", 5, 7, "Stale")}); err == nil {
@@ -97,7 +112,7 @@ func runCommitKeepsRecentEvents(t *testing.T, newStore func(*testing.T, Options)
 	if err := store.Put(ctx, []Aggregate{{ID: "a", Version: 6, Type: "Product"}}); err != nil {
 		t.Fatal(err)
 	}
-	recent, err = store.LoadRecent(ctx, []string{"a"})
+	recent, err = store.LoadRecent(ctx, []RecentWant{{AggregateID: "a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +124,7 @@ func runCommitKeepsRecentEvents(t *testing.T, newStore func(*testing.T, Options)
 func TestCommitWithoutRecentEvents(t *testing.T) {
 	store, _ := newMiniStore(t, Options{RecentEvents: -1})
 	mustCommit(t, store, recentChange("a", 0, 3, "Created"))
-	recent, err := store.LoadRecent(context.Background(), []string{"a"})
+	recent, err := store.LoadRecent(context.Background(), []RecentWant{{AggregateID: "a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
