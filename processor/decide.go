@@ -638,7 +638,11 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 	} else {
 		conflict.RawValue = rec.Value
 	}
-	value, err := json.Marshal(conflict)
+	value, fast := appendConflictJSON(make([]byte, 0, conflictSizeHint(&conflict)), &conflict)
+	var err error
+	if !fast {
+		value, err = json.Marshal(conflict)
+	}
 	if err != nil || len(value) > d.maxEventBytes {
 		conflict.Command, conflict.RawValue = nil, nil
 		setMessage(&conflict, fmt.Sprintf("%s (the command record, %d bytes, is left out of this conflict record; read it at its source offset)", message, len(rec.Value)))
@@ -650,6 +654,16 @@ func (d *decider) conflict(b *batch, i int, conflict events.Conflict) decided {
 		reason:      conflict.Reason,
 		cloudEvents: []cloudEvent{conflictCloudEvent(conflict.Source, conflict.Reason, b.timestamp())},
 	}
+}
+
+// conflictSizeHint estimates a conflict record's encoded size, to allocate
+// it once.
+func conflictSizeHint(c *events.Conflict) int {
+	n := 256 + len(c.CommandID) + len(c.AggregateID) + len(c.Message) + len(c.Command) + len(c.Source.Topic)
+	for i := range c.EventsSince {
+		n += 64 + len(c.EventsSince[i].Type) + len(c.EventsSince[i].ID) + len(c.EventsSince[i].Payload)
+	}
+	return n
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.

@@ -29,10 +29,7 @@ func appendEventJSON(dst []byte, e *events.Event) ([]byte, bool) {
 			return dst, false
 		}
 	}
-	if year := e.Timestamp.Year(); year < 0 || year > 9999 {
-		return dst, false
-	}
-	if _, offset := e.Timestamp.Zone(); offset%60 != 0 || offset <= -24*3600 || offset >= 24*3600 {
+	if !plainTimestamp(e.Timestamp) {
 		return dst, false
 	}
 	dst = append(dst, `{"id":"`...)
@@ -125,4 +122,115 @@ func compactJSON(raw []byte) bool {
 		}
 	}
 	return true
+}
+
+// appendConflictJSON appends the JSON encoding of a conflict record, byte
+// for byte what json.Marshal writes, without reflection: a version
+// conflict carries up to RecentEvents event summaries, and encoding them
+// with encoding/json made the conflicts a worker's most expensive records.
+// Like appendEventJSON it reports false, having appended nothing, when a
+// string, the command or a payload needs json.Marshal's escaping or
+// compacting, or when the record has a raw (base64) value or cut fields;
+// the caller then uses json.Marshal. Command and the payloads must be
+// valid JSON. TestAppendConflictJSONMatchesMarshal and
+// FuzzAppendConflictJSON check it against json.Marshal.
+func appendConflictJSON(dst []byte, c *events.Conflict) ([]byte, bool) {
+	if len(c.RawValue) > 0 || len(c.Cut) > 0 ||
+		!plainJSONString(c.CommandID) || !plainJSONString(c.AggregateID) || !plainJSONString(string(c.Reason)) ||
+		!plainJSONString(c.Message) || !plainJSONString(c.OriginalReason) || !plainJSONString(c.Source.Topic) ||
+		!compactJSON(c.Command) || !plainTimestamp(c.Timestamp) {
+		return dst, false
+	}
+	for i := range c.EventsSince {
+		e := &c.EventsSince[i]
+		if !plainJSONString(e.Type) || !plainJSONString(e.ID) || !compactJSON(e.Payload) {
+			return dst, false
+		}
+	}
+	dst = append(dst, '{')
+	if c.CommandID != "" {
+		dst = append(dst, `"commandId":"`...)
+		dst = append(dst, c.CommandID...)
+		dst = append(dst, `",`...)
+	}
+	dst = append(dst, `"aggregateId":"`...)
+	dst = append(dst, c.AggregateID...)
+	dst = append(dst, `","reason":"`...)
+	dst = append(dst, c.Reason...)
+	dst = append(dst, '"')
+	dst = appendOptionalInt(dst, `,"expectedVersion":`, c.ExpectedVersion)
+	dst = appendOptionalInt(dst, `,"actualVersion":`, c.ActualVersion)
+	dst = append(dst, `,"message":"`...)
+	dst = append(dst, c.Message...)
+	dst = append(dst, '"')
+	if len(c.EventsSince) > 0 {
+		dst = append(dst, `,"eventsSince":[`...)
+		for i := range c.EventsSince {
+			e := &c.EventsSince[i]
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"version":`...)
+			dst = strconv.AppendInt(dst, e.Version, 10)
+			dst = append(dst, `,"type":"`...)
+			dst = append(dst, e.Type...)
+			dst = append(dst, `","id":"`...)
+			dst = append(dst, e.ID...)
+			dst = append(dst, '"')
+			if len(e.Payload) > 0 {
+				dst = append(dst, `,"payload":`...)
+				dst = append(dst, e.Payload...)
+			}
+			if e.PayloadOmitted {
+				dst = append(dst, `,"payloadOmitted":true`...)
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	if c.EventsSinceCount != 0 {
+		dst = append(dst, `,"eventsSinceCount":`...)
+		dst = strconv.AppendInt(dst, c.EventsSinceCount, 10)
+	}
+	if c.OriginalReason != "" {
+		dst = append(dst, `,"originalReason":"`...)
+		dst = append(dst, c.OriginalReason...)
+		dst = append(dst, '"')
+	}
+	dst = appendOptionalInt(dst, `,"originalVersion":`, c.OriginalVersion)
+	if len(c.Command) > 0 {
+		dst = append(dst, `,"command":`...)
+		dst = append(dst, c.Command...)
+	}
+	dst = append(dst, `,"source":{"topic":"`...)
+	dst = append(dst, c.Source.Topic...)
+	dst = append(dst, `","partition":`...)
+	dst = strconv.AppendInt(dst, int64(c.Source.Partition), 10)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendInt(dst, c.Source.Offset, 10)
+	dst = append(dst, `},"timestamp":"`...)
+	dst = c.Timestamp.AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `"}`...)
+	return dst, true
+}
+
+// appendOptionalInt appends name and *v when v is set, as json.Marshal
+// writes an omitempty *int64.
+func appendOptionalInt(dst []byte, name string, v *int64) []byte {
+	if v == nil {
+		return dst
+	}
+	dst = append(dst, name...)
+	return strconv.AppendInt(dst, *v, 10)
+}
+
+// plainTimestamp reports whether json.Marshal encodes t as RFC 3339 with
+// nanoseconds, as time.Time.AppendFormat does: it refuses years outside
+// 0-9999 and zone offsets that are not whole minutes under a day.
+func plainTimestamp(t time.Time) bool {
+	if year := t.Year(); year < 0 || year > 9999 {
+		return false
+	}
+	_, offset := t.Zone()
+	return offset%60 == 0 && offset > -24*3600 && offset < 24*3600
 }
