@@ -286,3 +286,45 @@ func TestWorkerArgsNeedWorkerProcesses(t *testing.T) {
 		t.Fatalf("Validate() = %v, want the refusal of --worker-arg for in-process workers", err)
 	}
 }
+
+func TestConflictReason(t *testing.T) {
+	tests := []struct {
+		name          string
+		value, ceType string
+		want          string
+	}{
+		{"from the CloudEvents type", `{"reason":"ignored"}`, "arbiter.conflict.version_conflict", "version_conflict"},
+		{"from the value without the header", `{"commandId":"c","reason":"duplicate"}`, "", "duplicate"},
+		{"another type: the value", `{"reason":"rejected"}`, "com.example.other", "rejected"},
+		{"empty reason in the type", `{"reason":"invalid"}`, "arbiter.conflict.", "invalid"},
+		{"undecodable", `{"reason":`, "", "undecodable"},
+		{"no reason", `{}`, "", "undecodable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := conflictReason([]byte(tt.value), []byte(tt.ceType)); got != tt.want {
+				t.Errorf("conflictReason = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMemorySplitPerAggregate(t *testing.T) {
+	m := MemoryReport{UsedMemoryDelta: 1_000_000, Keys: []KeyClass{
+		{Class: "aggregate", Keys: 100, MeanBytes: 150},
+		{Class: "e", Keys: 100, MeanBytes: 1000},
+		{Class: "d", Keys: 100, MeanBytes: 500},
+	}}
+	m.splitPerAggregate(10_000)
+	if m.PerAggregate != 1150 {
+		t.Errorf("PerAggregate = %v, want 150 + 1000", m.PerAggregate)
+	}
+	if want := (1_000_000 - 115_000) / 10_000.0; m.PerCommandBeyond != want {
+		t.Errorf("PerCommandBeyond = %v, want %v", m.PerCommandBeyond, want)
+	}
+	none := MemoryReport{UsedMemoryDelta: 500, Keys: []KeyClass{{Class: "d", Keys: 3, MeanBytes: 100}}}
+	none.splitPerAggregate(10)
+	if none.PerAggregate != 0 || none.PerCommandBeyond != 0 {
+		t.Errorf("without aggregate keys: %+v, want no split", none)
+	}
+}

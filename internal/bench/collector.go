@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sync"
@@ -101,10 +102,13 @@ func (c *collector) run(ctx context.Context) {
 }
 
 func (c *collector) record(rec *kgo.Record, now time.Duration) {
-	var commandID []byte
+	var commandID, ceType []byte
 	for _, h := range rec.Headers {
-		if h.Key == events.HeaderCommandID {
+		switch h.Key {
+		case events.HeaderCommandID:
 			commandID = h.Value
+		case events.HeaderCEType:
+			ceType = h.Value
 		}
 	}
 	seq := c.w.seqOf(commandID)
@@ -125,14 +129,7 @@ func (c *collector) record(rec *kgo.Record, now time.Duration) {
 	c.seen[seq] = true
 	kind := "applied"
 	if rec.Topic == c.conflictsTopic {
-		var conflict struct {
-			Reason string `json:"reason"`
-		}
-		if err := json.Unmarshal(rec.Value, &conflict); err != nil || conflict.Reason == "" {
-			kind = "undecodable"
-		} else {
-			kind = conflict.Reason
-		}
+		kind = conflictReason(rec.Value, ceType)
 	}
 	c.byKind[kind]++
 	switch {
@@ -208,3 +205,20 @@ func (c *collector) longestPause() (pause, at time.Duration) {
 type clock struct{ start time.Time }
 
 func (c *clock) now() time.Duration { return time.Since(c.start) }
+
+// conflictReason returns a conflict record's reason: from its CloudEvents
+// type header when it has one (the record's JSON, with its eventsSince, is
+// not decoded then: the reader must keep up with the workers), else from
+// the record's value; "undecodable" when neither says.
+func conflictReason(value, ceType []byte) string {
+	if reason, ok := bytes.CutPrefix(ceType, []byte(events.CloudEventsConflictTypePrefix)); ok && len(reason) > 0 {
+		return string(reason)
+	}
+	var conflict struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal(value, &conflict); err != nil || conflict.Reason == "" {
+		return "undecodable"
+	}
+	return conflict.Reason
+}

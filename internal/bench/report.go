@@ -136,9 +136,41 @@ type LatencyReport struct {
 // MemoryReport is the Redis memory a run left: the used_memory growth and
 // MEMORY USAGE samples of each kind of key.
 type MemoryReport struct {
-	UsedMemoryDelta int64      `json:"used_memory_delta"`
-	PerCommand      float64    `json:"used_memory_per_command"`
-	Keys            []KeyClass `json:"keys"`
+	UsedMemoryDelta int64   `json:"used_memory_delta"`
+	PerCommand      float64 `json:"used_memory_per_command"`
+	// PerAggregate is the MEMORY USAGE of an aggregate's own keys — its
+	// version hash and its recent-events list — which are bounded per
+	// aggregate however many commands it gets; PerCommandBeyond is the
+	// growth per command without them: the decisions kept for
+	// deduplication. 0 when the keys could not be sampled.
+	PerAggregate     float64    `json:"memory_per_aggregate"`
+	PerCommandBeyond float64    `json:"used_memory_per_command_beyond_aggregates"`
+	Keys             []KeyClass `json:"keys"`
+}
+
+// perAggregateClasses are the key classes (see KeyClass) an aggregate has
+// one of each, bounded in size: its hash and its recent-events list.
+var perAggregateClasses = map[string]bool{"aggregate": true, "e": true}
+
+// splitPerAggregate fills PerAggregate and PerCommandBeyond from the key
+// samples, for a run of n commands.
+func (m *MemoryReport) splitPerAggregate(n int) {
+	var bytes float64
+	var aggregates int64
+	for _, k := range m.Keys {
+		if !perAggregateClasses[k.Class] {
+			continue
+		}
+		bytes += float64(k.Keys) * k.MeanBytes
+		if k.Class == "aggregate" {
+			aggregates = k.Keys
+		}
+	}
+	if aggregates == 0 || n <= 0 {
+		return
+	}
+	m.PerAggregate = bytes / float64(aggregates)
+	m.PerCommandBeyond = (float64(m.UsedMemoryDelta) - bytes) / float64(n)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -354,6 +386,18 @@ func (r *Report) WriteTable(w io.Writer) {
 			return "n/a"
 		}
 		return fmt.Sprintf("%.0f B", run.Memory.PerCommand)
+	})
+	row("of which per aggregate (hash + recent events)", func(run *RunReport) string {
+		if run.Memory == nil || run.Memory.PerAggregate == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.0f B", run.Memory.PerAggregate)
+	})
+	row("growth / command beyond the aggregates' keys", func(run *RunReport) string {
+		if run.Memory == nil || run.Memory.PerAggregate == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.0f B", run.Memory.PerCommandBeyond)
 	})
 	classes := map[string]bool{}
 	for _, run := range runs {

@@ -321,6 +321,7 @@ func (r *benchRun) report(ctx context.Context, endCounters counters) *RunReport 
 			rep.Memory.PerCommand = float64(rep.Memory.UsedMemoryDelta) / float64(p.n)
 			if classes, err := sampleKeys(ctx, r.b.redis, r.spec.keyPrefix, 200); err == nil {
 				rep.Memory.Keys = classes
+				rep.Memory.splitPerAggregate(p.n)
 			} else {
 				r.progress("memory samples: %v", err)
 			}
