@@ -36,6 +36,12 @@ import (
 // ARGV[10+3n]  how many entries the recent-events list keeps
 // ARGV[11+3n..] the applied events' encoded recent-events entries, in order
 //
+// Each Redis call a script makes costs about as much again as the command
+// itself, so the script makes few: one HMGET per decision bucket for all the
+// commands, one HSET for all their decisions, and the decided watermark is
+// only raised when it moves (the changes of a batch mostly find it raised by
+// the batch's other aggregates).
+//
 // It returns {1, newVersion} on success, {0, actualVersion} when the version
 // moved, {2, i} when the i-th command was already decided, {3, 0} when the
 // marker is missing, and {4, heldWatermark} when Redis holds a lower
@@ -44,8 +50,9 @@ var commitScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {3, 0}
 end
-if ARGV[9] ~= '0' then
-  local held = tonumber(redis.call('ZSCORE', KEYS[6], ARGV[7]) or '0')
+local held = 0
+if ARGV[9] ~= '0' or ARGV[8] ~= '0' then
+  held = tonumber(redis.call('ZSCORE', KEYS[6], ARGV[7]) or '0')
   if held < tonumber(ARGV[9]) then
     return {4, held}
   end
@@ -55,10 +62,18 @@ if current ~= ARGV[1] then
   return {0, tonumber(current)}
 end
 local n = #KEYS - 7
+local ids = {}
 for i = 1, n do
-  local id = ARGV[9 + 3 * i - 2]
-  if redis.call('HEXISTS', KEYS[3], id) == 1 or redis.call('HEXISTS', KEYS[4], id) == 1 or redis.call('HEXISTS', KEYS[5], id) == 1 then
-    return {2, i}
+  ids[i] = ARGV[9 + 3 * i - 2]
+end
+if n > 0 then
+  for bucket = 3, 5 do
+    local found = redis.call('HMGET', KEYS[bucket], unpack(ids))
+    for i = 1, n do
+      if found[i] then
+        return {2, i}
+      end
+    end
   end
 end
 if ARGV[2] ~= ARGV[1] then
@@ -69,13 +84,18 @@ if ARGV[2] ~= ARGV[1] then
     redis.call('LTRIM', KEYS[#KEYS], -tonumber(ARGV[first - 1]), -1)
   end
 end
-for i = 1, n do
-  redis.call('HSET', KEYS[4], ARGV[9 + 3 * i - 2], ARGV[9 + 3 * i - 1])
-  redis.call('SET', KEYS[6 + i], ARGV[9 + 3 * i], 'PX', ARGV[5])
-end
 if n > 0 then
+  local decisions = {}
+  for i = 1, n do
+    decisions[2 * i - 1] = ids[i]
+    decisions[2 * i] = ARGV[9 + 3 * i - 1]
+  end
+  redis.call('HSET', KEYS[4], unpack(decisions))
+  for i = 1, n do
+    redis.call('SET', KEYS[6 + i], ARGV[9 + 3 * i], 'PX', ARGV[5])
+  end
   redis.call('PEXPIREAT', KEYS[4], ARGV[6])
-  if ARGV[8] ~= '0' then
+  if tonumber(ARGV[8]) > held then
     redis.call('ZADD', KEYS[6], 'GT', ARGV[8], ARGV[7])
   end
 end
