@@ -219,6 +219,7 @@ func (r *run) brokerFault(ctx context.Context, kind string) {
 	if kind == FaultBrokerKill {
 		time.Sleep(brokerDowntime) // the outage itself, not a wait for a condition
 	}
+	decidedAtStart, errAtStart := r.decided(ctx, admin)
 	startAt := time.Now()
 	if out, err := r.clusterCmd(ctx, "start", node); err != nil {
 		r.fail(kind, "node %d did not start again: %v: %s", node, err, out)
@@ -239,7 +240,12 @@ func (r *run) brokerFault(ctx context.Context, kind string) {
 		}
 	}
 	throughput := "unmeasured (the group's offsets were unreadable)"
-	if errBefore == nil && errAtFault == nil && errBack == nil {
+	switch {
+	case errBefore == nil && errAtFault == nil && errAtStart == nil && errBack == nil:
+		throughput = fmt.Sprintf("%.0f/s in the %s before, %.0f/s until the start, %.0f/s from the start until back in the ISR",
+			rate(decidedAtFault-decidedBefore, faultAt.Sub(baselineStart)), brokerBaseline,
+			rate(decidedAtStart-decidedAtFault, startAt.Sub(faultAt)), rate(decidedBack-decidedAtStart, backAt.Sub(startAt)))
+	case errBefore == nil && errAtFault == nil && errBack == nil:
 		throughput = fmt.Sprintf("%.0f/s in the %s before, %.0f/s from the fault until back in the ISR",
 			rate(decidedAtFault-decidedBefore, faultAt.Sub(baselineStart)), brokerBaseline,
 			rate(decidedBack-decidedAtFault, backAt.Sub(faultAt)))
@@ -254,7 +260,7 @@ func (r *run) brokerFault(ctx context.Context, kind string) {
 	r.record(kind, "%s node %d (active controller: %s; leader of %d of the run's partitions and %d internal ones, replica of %d) in %s; "+
 		"started again after %s, answering %s later, back in the ISR of all its partitions %s after the fault (%s after the start); "+
 		"commands decided: %s; workers that exited meanwhile: %d of %d",
-		how, node, controller, state.leaders, state.internalLeaders, state.replicas, stoppedIn.Round(100*time.Millisecond),
+		how, node, controller, state.leaders, state.internalLeaders, state.replicas, stoppedIn.Round(time.Millisecond),
 		startAt.Sub(faultAt).Round(100*time.Millisecond), answeringAt.Sub(startAt).Round(100*time.Millisecond),
 		backAt.Sub(faultAt).Round(100*time.Millisecond), backAt.Sub(startAt).Round(100*time.Millisecond),
 		throughput, exited, len(workers))
