@@ -15,6 +15,11 @@ import (
 // .stack/env.kafka-cluster (with ARBITER_STACK_DIR, to its env.kafka-cluster).
 const EnvKafkaClusterBrokers = "ARBITER_TEST_KAFKA_CLUSTER_BROKERS"
 
+// howToStartCluster is appended to every skip or failure caused by a missing
+// replicated Kafka.
+const howToStartCluster = "run `make test-cluster`, or `scripts/kafka-cluster.sh up && source .stack/env.kafka-cluster` " +
+	"(it needs Java and the Kafka jars of one scripts/stack.sh up) and then go test -tags arbiter_faults"
+
 // KafkaCluster returns the bootstrap addresses of the test's replicated
 // Kafka, from ARBITER_TEST_KAFKA_CLUSTER_BROKERS, after checking that it
 // lists brokers brokers. Missing, unreachable or of another size (a node
@@ -25,7 +30,7 @@ func KafkaCluster(t testing.TB, brokers int) []string {
 	t.Helper()
 	addresses := stackprobe.SplitList(os.Getenv(EnvKafkaClusterBrokers))
 	if len(addresses) == 0 {
-		unavailable(t, "%s is not set: no replicated Kafka to test against (scripts/kafka-cluster.sh up, which needs Java and the Kafka jars of scripts/stack.sh up)", EnvKafkaClusterBrokers)
+		unavailableHint(t, howToStartCluster, "%s is not set: no replicated Kafka to test against", EnvKafkaClusterBrokers)
 	}
 	err := probeOnce("kafka-cluster "+strings.Join(addresses, ","), func(ctx context.Context) error {
 		count, err := stackprobe.KafkaBrokerCount(ctx, addresses)
@@ -35,7 +40,7 @@ func KafkaCluster(t testing.TB, brokers int) []string {
 		return err
 	})
 	if err != nil {
-		unavailable(t, "the replicated Kafka at %s=%s is unusable: %v", EnvKafkaClusterBrokers, strings.Join(addresses, ","), err)
+		unavailableHint(t, howToStartCluster, "the replicated Kafka at %s=%s is unusable: %v", EnvKafkaClusterBrokers, strings.Join(addresses, ","), err)
 	}
 	return addresses
 }
