@@ -10,13 +10,20 @@
 #                    a Redis Cluster (3 masters + 3 replicas) or a Sentinel set-up
 #                    (1 master, 1 replica, 3 sentinels); make test starts both
 #   make kafka-cluster-up / -down  a three-broker KRaft Kafka (RF 3, min ISR 2)
+#   make test-cluster  the chaos rounds on clusters: broker kills and restarts on a
+#                    three-broker Kafka of its own, 0 anomalies or it fails
 #   make bench       the benchmark of BENCHMARKS.md on a stack of its own (BENCH_ARGS adds flags)
 #   make soak        a 30-minute chaos run with every fault kind, then the history check
 
-.PHONY: test lint build bench soak stack-up stack-down stack-status stack-logs stack-topics redis-cluster-up redis-cluster-down redis-sentinel-up redis-sentinel-down kafka-cluster-up kafka-cluster-down
+.PHONY: test test-cluster lint build bench soak stack-up stack-down stack-status stack-logs stack-topics redis-cluster-up redis-cluster-down redis-sentinel-up redis-sentinel-down kafka-cluster-up kafka-cluster-down
 
 test:
 	scripts/test.sh
+
+# The chaos rounds on clusters (scripts/test-cluster.sh): a three-broker
+# Kafka of its own with broker kills and restarts; fails on any anomaly.
+test-cluster:
+	scripts/test-cluster.sh
 
 lint:
 	scripts/lint.sh

@@ -19,11 +19,13 @@ func (c *cli) chaosCommand() *cobra.Command {
 	var cfg chaos.Config
 	var kafkaRestart string
 	var partitions int
+	var kafkaClusterCmd string
 	cmd := &cobra.Command{
 		Use:   "chaos",
 		Short: "run workers and producers under injected faults, then verify (a binary built with -tags arbiter_faults)",
 		Args:  cobra.NoArgs,
 		RunE: c.run(func(ctx context.Context, _ []string) error {
+			cfg.KafkaClusterCmd = strings.Fields(kafkaClusterCmd)
 			return runChaos(ctx, f, cfg, kafkaRestart, partitions, c.stdout, c.stderr)
 		}),
 	}
@@ -42,6 +44,9 @@ func (c *cli) chaosCommand() *cobra.Command {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the schedule and workload (default: random, printed)")
 	bind(fs, &kafkaRestart, "kafka-restart-cmd", "ARBITER_KAFKA_RESTART_CMD", "", "command that restarts the broker on the same data, e.g. 'scripts/stack.sh restart-kafka'")
 	fs.StringVar(&cfg.RedisServer, "redis-server", "redis-server", "the redis-server binary the run starts (with AOF on)")
+	fs.IntVar(&cfg.KafkaBrokers, "kafka-brokers", 0, "brokers of a replicated Kafka (3 or more) at --brokers: the run checks them, creates its topics with replication factor 3 and min.insync.replicas 2, and injects broker-kill and broker-restart")
+	bind(fs, &kafkaClusterCmd, "kafka-cluster-cmd", "ARBITER_KAFKA_CLUSTER_CMD", "", "command that acts on node N of the replicated Kafka, called with 'kill N', 'stop N' and 'start N', e.g. 'scripts/kafka-cluster.sh'")
+	fs.StringSliceVar(&cfg.Faults, "faults", nil, "fault kinds to inject, e.g. broker-kill,kill,stall (default: all that apply)")
 	fs.StringVar(&cfg.Dir, "dir", "", "folder for the run's logs (default: a temporary one, removed after a clean run)")
 	return cmd
 }
@@ -64,7 +69,7 @@ func runChaos(ctx context.Context, f commonFlags, cfg chaos.Config, kafkaRestart
 	}
 	printf(stdout, "%s\n", strings.TrimRight(result.Summary(), "\n"))
 	if !result.OK() {
-		return &foundError{msg: "the chaos run found anomalies; rerun it with --seed " + strconv.FormatInt(result.Seed, 10) + " (logs in " + result.Dir + ")"}
+		return &foundError{msg: "the chaos run found anomalies or a fault failed; rerun it with --seed " + strconv.FormatInt(result.Seed, 10) + " (logs in " + result.Dir + ")"}
 	}
 	return nil
 }

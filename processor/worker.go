@@ -335,6 +335,11 @@ func (w *Worker) TransactionalID() string {
 }
 
 func (w *Worker) newSession(l *lane) (*kgo.GroupTransactSession, error) {
+	// Every publish waits for acks=all: the client is transactional, and
+	// franz-go refuses a transactional client without idempotent writes and
+	// idempotent writes without acks=all (kgo's config validation), whatever
+	// KafkaOptions add. With min.insync.replicas 2, a committed decision is
+	// on two brokers.
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(w.cfg.Brokers...),
 		kgo.TransactionalID(l.transactionalID),

@@ -7,6 +7,8 @@
 #                                        factor 3, min.insync.replicas 2, small heaps
 #   scripts/kafka-cluster.sh down
 #   scripts/kafka-cluster.sh kill N      SIGKILL node N (1..3)
+#   scripts/kafka-cluster.sh stop N      stop node N gracefully (SIGTERM: a controlled shutdown
+#                                        that moves its leaders away first) and wait for its exit
 #   scripts/kafka-cluster.sh start N     start node N again on its data and wait until the
 #                                        cluster has three brokers again
 #   scripts/kafka-cluster.sh status
@@ -164,6 +166,18 @@ cmd_kill() {
   log "killed node $n (pid $pid)"
 }
 
+cmd_stop() {
+  local n=${1:?node number} pid start=$SECONDS
+  pid="$(node_pid "$n")" || die "node $n is not running"
+  kill -TERM "$pid"
+  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid"
+    die "node $n (pid $pid) did not stop within 120s: killed"
+  fi
+  log "stopped node $n (pid $pid) in $((SECONDS - start))s"
+}
+
 cmd_start() {
   local n=${1:?node number} start=$SECONDS
   node_pid "$n" >/dev/null && die "node $n already runs"
@@ -201,6 +215,7 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   kill) cmd_kill "${2:-}" ;;
+  stop) cmd_stop "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
   status) cmd_status ;;
   *) usage ;;

@@ -48,6 +48,11 @@ const (
 	FaultKafkaRestart  = "kafka-restart" // restart the Kafka broker
 	FaultScaleUp       = "scale-up"      // start one more worker
 	FaultScaleDown     = "scale-down"    // stop a worker gracefully
+	// FaultBrokerKill SIGKILLs one node of a replicated Kafka (see
+	// BrokerFaults), starts it again after a while, and waits until it is
+	// back in the ISR.
+	FaultBrokerKill    = "broker-kill"
+	FaultBrokerRestart = "broker-restart" // stop one node of a replicated Kafka gracefully, then start it
 )
 
 // AllFaults lists every fault kind.
@@ -96,6 +101,19 @@ type Config struct {
 	Dir string
 	// Out receives the fault log and progress. default: os.Stderr
 	Out io.Writer
+	// KafkaBrokers is the number of brokers of a replicated Kafka (3 or
+	// more): the run checks the cluster has them, creates its topics with
+	// replication factor 3 and min.insync.replicas 2, and injects the
+	// BrokerFaults. default: 0, one broker and its defaults
+	KafkaBrokers int
+	// KafkaClusterCmd is the command that acts on node N of the replicated
+	// Kafka, called with "kill N", "stop N" (graceful) and "start N" (which
+	// returns once the node answers), e.g. scripts/kafka-cluster.sh. Empty:
+	// the BrokerFaults are skipped, and the summary says so.
+	KafkaClusterCmd []string
+	// Faults are the fault kinds injected. default: AllFaults; on a
+	// replicated Kafka, BrokerFaults instead of FaultKafkaRestart
+	Faults []string
 }
 
 func (c *Config) setDefaults() error {
@@ -148,7 +166,7 @@ func (c *Config) setDefaults() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("chaos needs Kafka brokers (--brokers)")
 	}
-	return nil
+	return c.setClusterDefaults()
 }
 
 // Result is what a run did and found.
@@ -164,12 +182,15 @@ type Result struct {
 	PredictedRebases int
 	// Report is the history checker's report.
 	Report verify.Report
+	// Failures lists the faults that could not complete (a broker that did
+	// not come back); any fails the run.
+	Failures []string
 	// Dir holds the logs.
 	Dir string
 }
 
 // OK reports whether the run found no anomaly.
-func (r Result) OK() bool { return r.Report.OK() }
+func (r Result) OK() bool { return r.Report.OK() && len(r.Failures) == 0 }
 
 // Summary returns the run's summary for people.
 func (r Result) Summary() string {
@@ -186,6 +207,9 @@ func (r Result) Summary() string {
 	}
 	fmt.Fprintf(&b, "faults injected by kind: %s\n", strings.Join(parts, " "))
 	fmt.Fprintf(&b, "rebases predicted by the producer: %d\n", r.PredictedRebases)
+	for _, failure := range r.Failures {
+		fmt.Fprintf(&b, "FAILED fault: %s\n", failure)
+	}
 	b.WriteString(r.Report.Summary())
 	return b.String()
 }
@@ -208,6 +232,10 @@ type run struct {
 	// checker; predictedRebases counts the rebases the producer expects.
 	rebasePolicies   map[string]processor.RebasePolicy
 	predictedRebases int
+	// failures are the faults that could not complete; brokerFailed stops
+	// the broker faults after one left a broker out.
+	failures     []string
+	brokerFailed bool
 }
 
 // Run runs the chaos round: it creates its own topics and redis-server,
@@ -252,6 +280,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return result, err
 	}
 	defer r.deleteTopics(admin)
+	if err := r.checkCluster(ctx, admin); err != nil {
+		return result, err
+	}
 
 	redisDir := filepath.Join(r.cfg.Dir, "redis")
 	if err := os.MkdirAll(redisDir, 0o755); err != nil {
@@ -293,6 +324,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	report, err := r.quiesce(ctx)
 	result.Report = report
 	result.FaultLog = r.faultLog
+	result.Failures = r.failures
 	if err != nil {
 		return result, err
 	}
@@ -315,7 +347,7 @@ func (r *run) admin() (*kadm.Client, func(), error) {
 func (r *run) createTopics(ctx context.Context, admin *kadm.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	_, err := topicadmin.Create(ctx, admin, topicadmin.Spec{Names: r.topics[:], Partitions: r.cfg.Partitions, ReplicationFactor: -1})
+	_, err := topicadmin.Create(ctx, admin, r.topicSpec())
 	return errors.Wrapf(err, "create the run's topics %v", r.topics)
 }
 
@@ -384,6 +416,9 @@ func (r *run) produce(ctx context.Context) (int, error) {
 		return 0, errors.Wrap(err, "create the producer")
 	}
 	defer client.Close()
+	if err := requireAcksAll(client); err != nil {
+		return 0, err
+	}
 	rng := mathrand.New(mathrand.NewSource(r.cfg.Seed + 1))
 	next := make([]int64, r.cfg.Aggregates)
 	products := newProductWorkload(r.cfg.Aggregates)
@@ -469,7 +504,7 @@ func (r *run) produce(ctx context.Context) (int, error) {
 // injectFaults injects faults until ctx ends: first every kind once, in a
 // seeded order, then kinds drawn at random.
 func (r *run) injectFaults(ctx context.Context) {
-	order := append([]string(nil), AllFaults...)
+	order := append([]string(nil), r.cfg.Faults...)
 	r.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	deadline, _ := ctx.Deadline()
 	for i := 0; ; i++ {
@@ -482,7 +517,7 @@ func (r *run) injectFaults(ctx context.Context) {
 		if i >= len(order) && time.Until(deadline) < r.cfg.SessionTimeout+5*time.Second {
 			return // a fault now would outlast the production phase
 		}
-		kind := AllFaults[r.rng.Intn(len(AllFaults))]
+		kind := r.cfg.Faults[r.rng.Intn(len(r.cfg.Faults))]
 		if i < len(order) {
 			kind = order[i]
 		}
@@ -568,6 +603,8 @@ func (r *run) inject(ctx context.Context, kind string) {
 			return
 		}
 		r.record(kind, "broker restarted in %s", time.Since(began).Round(time.Millisecond))
+	case FaultBrokerKill, FaultBrokerRestart:
+		r.brokerFault(ctx, kind)
 	case FaultScaleUp:
 		if w, err := r.startWorker(nil); err == nil {
 			r.record(kind, "started %s (pid %d)", w.name, w.pid())
@@ -632,6 +669,7 @@ func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 			}
 			report.Anomalies = append(report.Anomalies, disagreements...)
 			r.logf("cross-checked the output topics with kcat: %d disagreements", len(disagreements))
+			r.logf("records of aborted transactions: %d in the events topic, %d in the conflicts topic", len(history.AbortedEvents), len(history.AbortedConflicts))
 			if !report.OK() {
 				for _, w := range r.workers {
 					r.logf("last lines of %s:\n%s", w.name, w.tail(15))

@@ -90,7 +90,14 @@ func InCI() bool {
 // unavailable fails the test under CI and skips it otherwise.
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	message := errors.Newf(format, args...).Error() + "; " + howToStart
+	unavailableHint(t, howToStart, format, args...)
+}
+
+// unavailableHint is unavailable with another hint on how to start the
+// missing server.
+func unavailableHint(t testing.TB, hint, format string, args ...any) {
+	t.Helper()
+	message := errors.Newf(format, args...).Error() + "; " + hint
 	if InCI() {
 		t.Fatalf("%s (failing instead of skipping because %s=%s)", message, EnvCI, os.Getenv(EnvCI))
 	}
