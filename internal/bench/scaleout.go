@@ -346,9 +346,13 @@ func (b *bencher) scaleOut(ctx context.Context, cfg ScaleOutConfig, balancer str
 			_, _ = r.workers.stop()
 		}
 	}()
-	assignment, err := describeAssignment(runCtx, b.admin, r.spec.group, r.spec.commandsTopic, int32(cfg.Partitions))
+	// The sessions' first transactions may have rejoined the group
+	// (RebalanceEvent.Rejoins): the assignment is read once it is Stable.
+	startCtx, cancelStart := context.WithTimeout(runCtx, cfg.EventTimeout)
+	assignment, err := waitForAssignment(startCtx, b.admin, r.spec.group, r.spec.commandsTopic, cfg.Workers, int32(cfg.Partitions))
+	cancelStart()
 	if err != nil {
-		return nil, err
+		return nil, errors.Wrap(err, "the assignment at the start")
 	}
 	out.Assignment = assignment
 
