@@ -36,10 +36,16 @@ type benchFlags struct {
 	asJSON     bool
 	contention bench.ContentionConfig
 	contend    bool
-	jsonOut    string
-	cpuProfile string
-	memProfile string
-	logLevel   string
+	scaleOut   bench.ScaleOutConfig
+	scale      bool
+	balancers  string
+	// nSet and partitionsSet say whether -n and --partitions were given:
+	// the scale-out scenario has its own defaults.
+	nSet, partitionsSet bool
+	jsonOut             string
+	cpuProfile          string
+	memProfile          string
+	logLevel            string
 	// security holds the Kafka and Redis security flags (registerSecurity).
 	security commonFlags
 }
@@ -50,9 +56,12 @@ func (c *cli) benchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "measure workers against Kafka and Redis (embedded when neither is given); --baseline adds the per-command design beside it",
 		Args:  cobra.NoArgs,
-		RunE: c.run(func(ctx context.Context, _ []string) error {
-			return runBench(ctx, b, c.stdout, c.stderr)
-		}),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b.nSet, b.partitionsSet = cmd.Flags().Changed("n"), cmd.Flags().Changed("partitions")
+			return c.run(func(ctx context.Context, _ []string) error {
+				return runBench(ctx, b, c.stdout, c.stderr)
+			})(cmd, args)
+		},
 	}
 	fs := cmd.Flags()
 	fs.IntVarP(&b.n, "n", "n", 200_000, "commands of the batched run")
@@ -87,6 +96,12 @@ func (c *cli) benchCommand() *cobra.Command {
 	fs.IntVar(&b.contention.Aggregates, "contention-aggregates", 4, "with --contention: hot aggregates")
 	fs.IntVar(&b.contention.Clients, "contention-clients", 16, "with --contention: concurrent read-decide-send clients")
 	fs.DurationVar(&b.contention.Duration, "contention-duration", 10*time.Second, "with --contention: how long each mode sends")
+	fs.BoolVar(&b.scale, "scale-out", false, "run the scale-out scenario instead: many partitions (default 100) and worker processes: assignment balance, saturation throughput, and the rebalance time of a worker joining, leaving and crashing under a steady load, per balancer; -n is its saturation step (default 100000)")
+	fs.IntVar(&b.scaleOut.Workers, "scale-workers", 10, "with --scale-out: worker processes")
+	fs.StringVar(&b.balancers, "scale-balancers", "cooperative-sticky,sticky", "with --scale-out: the group balancers measured one after the other (the workers' --balancer)")
+	fs.Float64Var(&b.scaleOut.SteadyFraction, "scale-steady", 0.5, "with --scale-out: the steady load under the group changes, as a fraction of the measured saturation throughput")
+	fs.DurationVar(&b.scaleOut.Settle, "scale-settle", 3*time.Second, "with --scale-out: undisturbed steady load before each group change")
+	fs.DurationVar(&b.scaleOut.EventTimeout, "scale-event-timeout", 90*time.Second, "with --scale-out: how long to wait for every partition to decide again after a change")
 	fs.StringVar(&b.jsonOut, "json-out", "", "also write the report as JSON to this file")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the batched run's processing window (in-process workers)")
 	fs.StringVar(&b.memProfile, "memprofile", "", "write an allocation profile at the end of the batched run (in-process workers)")
@@ -116,7 +131,7 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 			cfg.Sweep = append(cfg.Sweep, f)
 		}
 	}
-	if cfg.WorkerProcesses > 0 {
+	if cfg.WorkerProcesses > 0 || b.scale {
 		cfg.WorkerBinary, err = os.Executable()
 		if err != nil {
 			return errors.Wrap(err, "find the arbiter binary for the worker processes")
@@ -176,6 +191,9 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 
 	if b.contend {
 		return runContention(ctx, b.contention, cfg, asJSON, stdout, stderr)
+	}
+	if b.scale {
+		return runScaleOut(ctx, b, cfg, stdout)
 	}
 
 	report, err := bench.Run(ctx, cfg)
@@ -249,6 +267,52 @@ func runContention(ctx context.Context, contention bench.ContentionConfig, cfg b
 		return nil
 	}
 	printf(stdout, "target: %s\n", cfg.Target)
+	report.WriteTable(stdout)
+	return nil
+}
+
+// runScaleOut runs the scale-out scenario (bench --scale-out).
+func runScaleOut(ctx context.Context, b benchFlags, cfg bench.Config, stdout io.Writer) error {
+	s := b.scaleOut
+	s.Brokers, s.RedisURL, s.RedisMode, s.Security, s.Target = cfg.Brokers, cfg.RedisURL, cfg.RedisMode, cfg.Security, cfg.Target
+	s.WorkerBinary, s.Aggregates, s.Stale, s.Batch, s.Seed = cfg.WorkerBinary, cfg.Aggregates, cfg.Stale, cfg.Batch, cfg.Seed
+	s.WorkerArgs, s.Progress, s.Logger, s.BrokerPID = cfg.Tuning.WorkerArgs, cfg.Progress, cfg.Logger, cfg.BrokerPID
+	if b.nSet {
+		s.SaturationN = cfg.N
+	}
+	if b.partitionsSet {
+		s.Partitions = cfg.Partitions
+	}
+	for _, name := range strings.Split(b.balancers, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			s.Balancers = append(s.Balancers, name)
+		}
+	}
+	report, err := bench.RunScaleOut(ctx, s)
+	if err != nil {
+		var configErr *bench.ConfigError
+		var unreachable *bench.UnreachableError
+		switch {
+		case errors.As(err, &configErr):
+			return usagef("%v", err)
+		case errors.As(err, &unreachable):
+			return &unreachableError{err: err}
+		}
+		return err
+	}
+	encoded, err := json.MarshalIndent(report, "", "  ")
+	if err != nil {
+		return errors.Wrap(err, "encode the report")
+	}
+	if b.jsonOut != "" {
+		if err := os.WriteFile(b.jsonOut, append(encoded, '\n'), 0o644); err != nil {
+			return errors.Wrapf(err, "write the report to %s", b.jsonOut)
+		}
+	}
+	if b.asJSON {
+		printf(stdout, "%s\n", encoded)
+		return nil
+	}
 	report.WriteTable(stdout)
 	return nil
 }

@@ -66,6 +66,8 @@ func TestCLI(t *testing.T) {
 			wantCode: exitUsage, wantStderr: []string{"the Redis URL nope://z is not"}},
 		{name: "empty env var is unset", env: map[string]string{"ARBITER_SESSION_TIMEOUT": "", "ARBITER_BROKERS": "", "ARBITER_REDIS_URL": "redis://127.0.0.1:1/0"}, args: []string{"worker"},
 			wantCode: exitUsage, wantStderr: []string{"give both --brokers and --redis"}},
+		{name: "unknown balancer", env: map[string]string{"ARBITER_BALANCER": "eager"}, args: []string{"worker"},
+			wantCode: exitUsage, wantStderr: []string{`balancer "eager"`, "cooperative-sticky", "ARBITER_BALANCER"}},
 		{name: "unknown redis mode", args: []string{"get", "x", "--redis", "redis://127.0.0.1:1/0", "--redis-mode", "ring"},
 			wantCode: exitUsage, wantStderr: []string{`unknown Redis mode "ring"`, "standalone, cluster or sentinel"}},
 		{name: "unknown redis mode in env", env: map[string]string{"ARBITER_REDIS_MODE": "ring", "ARBITER_REDIS_URL": "redis://127.0.0.1:1/0"}, args: []string{"get", "x"},

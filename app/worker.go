@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/arbiter-cqrs/arbiter/internal/metrics"
+	"github.com/arbiter-cqrs/arbiter/kafkaclient"
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/tracing"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
 
@@ -44,6 +46,7 @@ type workerFlags struct {
 	stuckAfter            time.Duration
 	cloudEventsSource     string
 	isolationInterval     time.Duration
+	balancer              string
 }
 
 // storeOptions are the version store's options the flags set.
@@ -95,6 +98,7 @@ func (c *cli) workerCommand() *cobra.Command {
 	bind(fs, &f.pprof, "pprof", "ARBITER_PPROF", false, "also serve /debug/pprof/ on --http-addr")
 	bind(fs, &f.cloudEventsSource, "cloudevents-source", "ARBITER_CLOUDEVENTS_SOURCE", "", "ce_source header of every event and conflict record; the same for every worker of a group (default /arbiter/<group>)")
 	bind(fs, &f.isolationInterval, "isolation-interval", "ARBITER_ISOLATION_INTERVAL", time.Minute, "how long a partition whose batches fail alone for a reason tied to its records (a record the broker refuses) stays paused, while the others keep deciding, before it is tried again; it is logged once per interval")
+	bind(fs, &f.balancer, "balancer", "ARBITER_BALANCER", kafkaclient.BalancerCooperativeSticky, "consumer group balancer, the same for every worker of a group: cooperative-sticky (a rebalance stops only the partitions that move), or the eager sticky, range or roundrobin (see docs/scaling.md)")
 	bind(fs, &f.stuckAfter, "stuck-after", "ARBITER_STUCK_AFTER", time.Minute, "how long a partition's batches fail without a commit before it counts as stuck (not ready)")
 	bind(fs, &f.embeddedKafka, "embedded-kafka-addr", "ARBITER_EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka, when neither --brokers nor --redis is given")
 	bind(fs, &f.embeddedRedis, "embedded-redis-addr", "ARBITER_EMBEDDED_REDIS_ADDR", "127.0.0.1:6399", "address of the embedded Redis")
@@ -110,6 +114,10 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	balancer, err := kafkaclient.Balancer(f.balancer)
+	if err != nil {
+		return usagef("--balancer (ARBITER_BALANCER): %v", err)
+	}
 
 	registry := c.registry
 
@@ -169,8 +177,10 @@ func (c *cli) runWorker(ctx context.Context, f *workerFlags) error {
 		return err
 	}
 	cfg := processor.Config{
-		Brokers:                f.brokerList(),
-		KafkaOptions:           kafkaOptions,
+		Brokers: f.brokerList(),
+		// The balancer is a group option: the telemetry's admin client
+		// (kafkaOptions) joins no group.
+		KafkaOptions:           append(append([]kgo.Opt{}, kafkaOptions...), balancer),
 		Group:                  f.group,
 		CommandsTopic:          f.commandsTopic,
 		EventsTopic:            f.eventsTopic,

@@ -41,6 +41,10 @@ type collector struct {
 	wantWarm  int64
 	closeOnce sync.Once
 	stopped   chan struct{}
+	// observe, when set, is told each command's first outcome: its seq,
+	// when it was produced (0 if unknown) and when it was read. It runs
+	// with mu held.
+	observe func(seq int, produced, read time.Duration)
 }
 
 // reachedAt records when the collector had seen a number of outcomes.
@@ -138,8 +142,12 @@ func (c *collector) record(rec *kgo.Record, now time.Duration) {
 	default:
 		c.mismatch++
 	}
-	if produced := c.produced[seq].Load(); produced > 0 {
-		c.latency.Record(now - time.Duration(produced))
+	produced := time.Duration(c.produced[seq].Load())
+	if produced > 0 {
+		c.latency.Record(now - produced)
+	}
+	if c.observe != nil {
+		c.observe(seq, produced, now)
 	}
 	if c.outcomes == 0 {
 		c.first = now

@@ -24,8 +24,11 @@ type loadgen struct {
 	partitions int32
 	hash       kgo.TopicPartitioner
 	produced   atomic.Int64
-	mu         sync.Mutex
-	err        error
+	// halted ends a paced run early (halt): the records in hand are
+	// flushed and produced counts them.
+	halted atomic.Bool
+	mu     sync.Mutex
+	err    error
 }
 
 func newLoadgen(brokers []string, securityOpts []kgo.Opt, topic string, partitions int32, linger time.Duration) (*loadgen, error) {
@@ -89,7 +92,15 @@ func (g *loadgen) warmup(ctx context.Context) error {
 // is 0, or paced at rate records per second. Each command's produce time is
 // given to mark.
 func (g *loadgen) run(ctx context.Context, w *workload, rate float64, clk *clock, mark func(seq int, at time.Duration)) error {
-	n := len(w.values)
+	return g.runRange(ctx, w, 0, len(w.values), rate, clk, mark)
+}
+
+// halt makes a paced runRange stop producing, flush and return.
+func (g *loadgen) halt() { g.halted.Store(true) }
+
+// runRange is run for the commands from seq first up to n (exclusive); a
+// paced run also ends at halt, with produced the last seq handed over + 1.
+func (g *loadgen) runRange(ctx context.Context, w *workload, first, n int, rate float64, clk *clock, mark func(seq int, at time.Duration)) error {
 	partitionOf := make([]int32, len(w.keys))
 	for a, key := range w.keys {
 		partitionOf[a] = g.partitionOf(key)
@@ -99,7 +110,7 @@ func (g *loadgen) run(ctx context.Context, w *workload, rate float64, clk *clock
 		return &kgo.Record{Topic: g.topic, Partition: partitionOf[a], Key: w.keys[a], Value: w.values[seq]}
 	}
 	if rate <= 0 {
-		for seq := range n {
+		for seq := first; seq < n; seq++ {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -109,12 +120,12 @@ func (g *loadgen) run(ctx context.Context, w *workload, rate float64, clk *clock
 		}
 	} else {
 		start := clk.now()
-		next := 0
+		next := first
 		ticker := time.NewTicker(time.Millisecond)
 		defer ticker.Stop()
-		for next < n {
+		for next < n && !g.halted.Load() {
 			now := clk.now()
-			due := min(int((now-start).Seconds()*rate)+1, n)
+			due := min(first+int((now-start).Seconds()*rate)+1, n)
 			for ; next < due; next++ {
 				mark(next, now)
 				g.client.Produce(ctx, record(next), g.promise)

@@ -192,7 +192,9 @@ func processCPU() time.Duration {
 type processWorkers struct {
 	procs []*workerProcess
 	final counters
-	done  bool
+	// each are the processes' own final counters, in start order.
+	each []counters
+	done bool
 }
 
 type workerProcess struct {
@@ -314,6 +316,7 @@ func (s *processWorkers) stop() (counters, error) {
 			errs = append(errs, errors.Newf("worker process %d logged no 'worker stopped' line", i))
 			continue
 		}
+		s.each = append(s.each, c)
 		total.Records += c.Records
 		total.Applied += c.Applied
 		total.Conflicts += c.Conflicts
