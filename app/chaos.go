@@ -43,6 +43,8 @@ func (c *cli) chaosCommand() *cobra.Command {
 	bind(fs, &kafkaRestart, "kafka-restart-cmd", "ARBITER_KAFKA_RESTART_CMD", "", "command that restarts the broker on the same data, e.g. 'scripts/stack.sh restart-kafka'")
 	fs.StringVar(&cfg.RedisServer, "redis-server", "redis-server", "the redis-server binary the run starts (with AOF on)")
 	fs.StringVar(&cfg.Dir, "dir", "", "folder for the run's logs (default: a temporary one, removed after a clean run)")
+	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "run on a Redis Cluster of the run's own (3 masters, 3 replicas) with the faults redis-failover and redis-master-kill instead of redis-restart and redis-rollback")
+	fs.StringSliceVar(&cfg.Faults, "faults", nil, "fault kinds to inject, comma-separated (default: every kind of the run's Redis)")
 	return cmd
 }
 

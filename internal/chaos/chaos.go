@@ -30,7 +30,6 @@ import (
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -48,6 +47,11 @@ const (
 	FaultKafkaRestart  = "kafka-restart" // restart the Kafka broker
 	FaultScaleUp       = "scale-up"      // start one more worker
 	FaultScaleDown     = "scale-down"    // stop a worker gracefully
+	// FaultRedisFailover and FaultRedisMasterKill need RedisCluster: a
+	// graceful CLUSTER FAILOVER, and a killed master whose replica is
+	// promoted without its last writes (see killRedisMaster).
+	FaultRedisFailover   = "redis-failover"
+	FaultRedisMasterKill = "redis-master-kill"
 )
 
 // AllFaults lists every fault kind.
@@ -96,6 +100,13 @@ type Config struct {
 	Dir string
 	// Out receives the fault log and progress. default: os.Stderr
 	Out io.Writer
+	// RedisCluster runs the workers on a Redis Cluster of the run's own
+	// (3 masters, 3 replicas) instead of one redis-server.
+	RedisCluster bool
+	// Faults are the fault kinds injected. default: every kind of the
+	// run's Redis (AllFaults, or with RedisCluster ClusterFaults in place
+	// of the single server's redis-restart and redis-rollback)
+	Faults []string
 }
 
 func (c *Config) setDefaults() error {
@@ -148,7 +159,7 @@ func (c *Config) setDefaults() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("chaos needs Kafka brokers (--brokers)")
 	}
-	return nil
+	return c.checkFaults()
 }
 
 // Result is what a run did and found.
@@ -162,6 +173,9 @@ type Result struct {
 	// PredictedRebases is how many rebased commands the producer
 	// expected; Report.Rebased counts those the checker found.
 	PredictedRebases int
+	// LostWrites lists the faults that lost Redis writes, with their
+	// detection and recovery.
+	LostWrites []LostWrites
 	// Report is the history checker's report.
 	Report verify.Report
 	// Dir holds the logs.
@@ -186,6 +200,7 @@ func (r Result) Summary() string {
 	}
 	fmt.Fprintf(&b, "faults injected by kind: %s\n", strings.Join(parts, " "))
 	fmt.Fprintf(&b, "rebases predicted by the producer: %d\n", r.PredictedRebases)
+	b.WriteString(lostWritesSummary(r.LostWrites))
 	b.WriteString(r.Report.Summary())
 	return b.String()
 }
@@ -198,6 +213,7 @@ type run struct {
 	name      string
 	topics    [3]string
 	redis     *redisServer
+	cluster   *redisCluster
 	mu        sync.Mutex
 	workers   []*process
 	started   int
@@ -208,6 +224,7 @@ type run struct {
 	// checker; predictedRebases counts the rebases the producer expects.
 	rebasePolicies   map[string]processor.RebasePolicy
 	predictedRebases int
+	lostWrites       []LostWrites
 }
 
 // Run runs the chaos round: it creates its own topics and redis-server,
@@ -257,12 +274,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := os.MkdirAll(redisDir, 0o755); err != nil {
 		return result, errors.Wrap(err, "create the redis folder")
 	}
-	r.redis, err = startRedis(ctx, cfg.RedisServer, redisDir)
+	stopRedis, err := r.startRedisStore(ctx, redisDir)
 	if err != nil {
 		return result, err
 	}
-	// Not r.redis.proc.stop directly: a restart replaces the process.
-	defer func() { r.redis.proc.stop(10 * time.Second) }()
+	defer stopRedis()
 	defer r.stopWorkers()
 	for i := 0; i < cfg.Workers; i++ {
 		if _, err := r.startWorker(nil); err != nil {
@@ -293,6 +309,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	report, err := r.quiesce(ctx)
 	result.Report = report
 	result.FaultLog = r.faultLog
+	result.LostWrites = r.lostWrites
 	if err != nil {
 		return result, err
 	}
@@ -335,16 +352,16 @@ func (r *run) startWorker(env []string) (*process, error) {
 	r.mu.Unlock()
 	name := fmt.Sprintf("worker-%d", id)
 	timeout := r.cfg.SessionTimeout.String()
-	proc, err := startProcess(name, filepath.Join(r.cfg.Dir, name+".log"), env, r.cfg.Binary,
-		"worker",
-		"--brokers", strings.Join(r.cfg.Brokers, ","),
-		"--redis", r.redis.url(),
+	args := append([]string{"worker",
+		"--brokers", strings.Join(r.cfg.Brokers, ",")},
+		r.redisArgs()...)
+	proc, err := startProcess(name, filepath.Join(r.cfg.Dir, name+".log"), env, r.cfg.Binary, append(args,
 		"--commands-topic", r.topics[0], "--events-topic", r.topics[1], "--conflicts-topic", r.topics[2],
 		"--group", r.name, "--key-prefix", r.keyPrefix,
 		"--session-timeout", timeout, "--transaction-timeout", timeout,
 		"--max-batch", "500", "--log-format", "json",
 		"--http-addr", "127.0.0.1:0",
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
@@ -469,7 +486,7 @@ func (r *run) produce(ctx context.Context) (int, error) {
 // injectFaults injects faults until ctx ends: first every kind once, in a
 // seeded order, then kinds drawn at random.
 func (r *run) injectFaults(ctx context.Context) {
-	order := append([]string(nil), AllFaults...)
+	order := append([]string(nil), r.cfg.Faults...)
 	r.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	deadline, _ := ctx.Deadline()
 	for i := 0; ; i++ {
@@ -482,7 +499,7 @@ func (r *run) injectFaults(ctx context.Context) {
 		if i >= len(order) && time.Until(deadline) < r.cfg.SessionTimeout+5*time.Second {
 			return // a fault now would outlast the production phase
 		}
-		kind := AllFaults[r.rng.Intn(len(AllFaults))]
+		kind := r.cfg.Faults[r.rng.Intn(len(r.cfg.Faults))]
 		if i < len(order) {
 			kind = order[i]
 		}
@@ -568,6 +585,10 @@ func (r *run) inject(ctx context.Context, kind string) {
 			return
 		}
 		r.record(kind, "broker restarted in %s", time.Since(began).Round(time.Millisecond))
+	case FaultRedisFailover:
+		r.failoverRedis(ctx, kind)
+	case FaultRedisMasterKill:
+		r.killRedisMaster(ctx, kind)
 	case FaultScaleUp:
 		if w, err := r.startWorker(nil); err == nil {
 			r.record(kind, "started %s (pid %d)", w.name, w.pid())
@@ -604,7 +625,10 @@ func (r *run) healAll(context.Context) {
 func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 	cfg := verify.Config{Brokers: r.cfg.Brokers, CommandsTopic: r.topics[0], EventsTopic: r.topics[1], ConflictsTopic: r.topics[2]}
 	deadline := time.Now().Add(r.cfg.QuiesceTimeout)
-	client := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(r.redis.url(), "redis://"), "/0")})
+	client, err := r.redisClient()
+	if err != nil {
+		return verify.Report{}, err
+	}
 	defer client.Close()
 	for {
 		history, err := verify.Read(ctx, cfg)
