@@ -79,8 +79,9 @@ type LostWrites struct {
 	// the promotion to its report.
 	DetectedBy    string
 	DetectedAfter time.Duration
-	// RecoveredIn is the time from the detection to a rebuilt Redis (the
-	// workers stopped and rebuild-versions done).
+	// RecoveredIn is the time from the detection to the workers starting
+	// again: them stopped, rebuild-versions done, and the killed node back
+	// as a replica.
 	RecoveredIn time.Duration
 }
 

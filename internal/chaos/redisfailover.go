@@ -154,17 +154,24 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 		r.logf("rebuild-versions failed: %v\n%s", err, out)
 		return
 	}
-	loss.RecoveredIn = time.Since(detectedAt)
-	rejoined := "the killed node is back as its replica"
+	rebuilt := time.Since(detectedAt)
+	// Before the workers start again: a client that read the slot map
+	// from the node coming back, before it learnt it lost its slots, would
+	// write to it.
+	rejoinBegan := time.Now()
+	var rejoined string
 	if err := r.rejoin(ctx, s.master); err != nil {
 		rejoined = "the killed node did not come back: " + err.Error()
+	} else {
+		rejoined = fmt.Sprintf("the killed node was back as the new master's replica %s later", time.Since(rejoinBegan).Round(100*time.Millisecond))
 	}
+	loss.RecoveredIn = time.Since(detectedAt)
 	r.mu.Lock()
 	r.lostWrites = append(r.lostWrites, loss)
 	r.mu.Unlock()
-	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with CLUSTER FAILOVER TAKEOVER, lost %d bytes of writes; %s; workers stopped and rebuild-versions ran in %s: %s; %s",
+	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with CLUSTER FAILOVER TAKEOVER, lost %d bytes of writes; %s; workers stopped and rebuild-versions done %s after that: %s; %s; the workers start again %s after the detection",
 		s.master.addr(), lost.masterOffset, s.replica.addr(), lost.replicaOffset, loss.LostBytes, detection,
-		loss.RecoveredIn.Round(100*time.Millisecond), lastLine(out), rejoined)
+		rebuilt.Round(100*time.Millisecond), lastLine(out), rejoined, loss.RecoveredIn.Round(100*time.Millisecond))
 }
 
 // lostWrites is what loseWrites did.
