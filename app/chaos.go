@@ -46,8 +46,9 @@ func (c *cli) chaosCommand() *cobra.Command {
 	fs.StringVar(&cfg.RedisServer, "redis-server", "redis-server", "the redis-server binary the run starts (with AOF on)")
 	fs.IntVar(&cfg.KafkaBrokers, "kafka-brokers", 0, "brokers of a replicated Kafka (3 or more) at --brokers: the run checks them, creates its topics with replication factor 3 and min.insync.replicas 2, and injects broker-kill and broker-restart")
 	bind(fs, &kafkaClusterCmd, "kafka-cluster-cmd", "ARBITER_KAFKA_CLUSTER_CMD", "", "command that acts on node N of the replicated Kafka, called with 'kill N', 'stop N' and 'start N', e.g. 'scripts/kafka-cluster.sh'")
-	fs.StringSliceVar(&cfg.Faults, "faults", nil, "fault kinds to inject, e.g. broker-kill,kill,stall (default: all that apply)")
+	fs.StringSliceVar(&cfg.Faults, "faults", nil, "fault kinds to inject, comma-separated, e.g. broker-kill,kill,stall (default: every kind of the run's Redis and Kafka)")
 	fs.StringVar(&cfg.Dir, "dir", "", "folder for the run's logs (default: a temporary one, removed after a clean run)")
+	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "run on a Redis Cluster of the run's own (3 masters, 3 replicas) with the faults redis-failover and redis-master-kill instead of redis-restart and redis-rollback")
 	return cmd
 }
 

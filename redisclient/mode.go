@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/redis/go-redis/v9"
@@ -115,8 +116,17 @@ func (c Config) ClusterOptions() (*redis.ClusterOptions, error) {
 	if options.CredentialsProviderContext != nil {
 		options.Password = ""
 	}
+	options.ClusterStateReloadInterval = ClusterStateReloadInterval
 	return options, nil
 }
+
+// ClusterStateReloadInterval is how often a Redis Cluster client reloads
+// the slot map. go-redis reloads it at once on a MOVED redirection (a
+// graceful failover, a resharding), but a master that died sends none: its
+// clients keep dialling it until the periodic reload (go-redis's default:
+// 60 s) finds the promoted replica. One CLUSTER SLOTS per client every few
+// seconds costs nothing next to a worker that stalls for a minute.
+const ClusterStateReloadInterval = 3 * time.Second
 
 // FailoverOptions returns the go-redis options of a client of the master
 // the sentinels name (Mode must be ModeSentinel).

@@ -142,6 +142,11 @@ func TestModes(t *testing.T) {
 			if options.Username != "u" || options.Password != "s3cret" {
 				t.Errorf("credentials %q, %q; want the URL's", options.Username, options.Password)
 			}
+			// A dead master sends no MOVED: only the periodic reload finds
+			// its promoted replica.
+			if options.ClusterStateReloadInterval != redisclient.ClusterStateReloadInterval {
+				t.Errorf("slot map reloaded every %s, want %s", options.ClusterStateReloadInterval, redisclient.ClusterStateReloadInterval)
+			}
 		}},
 		{name: "sentinel", config: redisclient.Config{Mode: redisclient.ModeSentinel, URL: sentinel, Username: "arbiter", Password: "pw"}, check: func(t *testing.T, client redis.UniversalClient) {
 			if _, ok := client.(*redis.Client); !ok {

@@ -30,7 +30,6 @@ import (
 	"github.com/arbiter-cqrs/arbiter/processor"
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -53,6 +52,11 @@ const (
 	// back in the ISR.
 	FaultBrokerKill    = "broker-kill"
 	FaultBrokerRestart = "broker-restart" // stop one node of a replicated Kafka gracefully, then start it
+	// FaultRedisFailover and FaultRedisMasterKill need RedisCluster: a
+	// graceful CLUSTER FAILOVER, and a killed master whose replica is
+	// promoted without its last writes (see killRedisMaster).
+	FaultRedisFailover   = "redis-failover"
+	FaultRedisMasterKill = "redis-master-kill"
 )
 
 // AllFaults lists every fault kind.
@@ -111,8 +115,13 @@ type Config struct {
 	// returns once the node answers), e.g. scripts/kafka-cluster.sh. Empty:
 	// the BrokerFaults are skipped, and the summary says so.
 	KafkaClusterCmd []string
-	// Faults are the fault kinds injected. default: AllFaults; on a
-	// replicated Kafka, BrokerFaults instead of FaultKafkaRestart
+	// RedisCluster runs the workers on a Redis Cluster of the run's own
+	// (3 masters, 3 replicas) instead of one redis-server.
+	RedisCluster bool
+	// Faults are the fault kinds injected. default: AllFaults, with
+	// ClusterFaults in place of the single redis-server's redis-restart
+	// and redis-rollback when RedisCluster is set, and BrokerFaults in
+	// place of kafka-restart on a replicated Kafka
 	Faults []string
 }
 
@@ -166,7 +175,7 @@ func (c *Config) setDefaults() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("chaos needs Kafka brokers (--brokers)")
 	}
-	return c.setClusterDefaults()
+	return c.checkFaults()
 }
 
 // Result is what a run did and found.
@@ -180,6 +189,9 @@ type Result struct {
 	// PredictedRebases is how many rebased commands the producer
 	// expected; Report.Rebased counts those the checker found.
 	PredictedRebases int
+	// LostWrites lists the faults that lost Redis writes, with their
+	// detection and recovery.
+	LostWrites []LostWrites
 	// Report is the history checker's report.
 	Report verify.Report
 	// Failures lists the faults that could not complete (a broker that did
@@ -210,6 +222,7 @@ func (r Result) Summary() string {
 	for _, failure := range r.Failures {
 		fmt.Fprintf(&b, "FAILED fault: %s\n", failure)
 	}
+	b.WriteString(lostWritesSummary(r.LostWrites))
 	b.WriteString(r.Report.Summary())
 	return b.String()
 }
@@ -222,6 +235,7 @@ type run struct {
 	name      string
 	topics    [3]string
 	redis     *redisServer
+	cluster   *redisCluster
 	mu        sync.Mutex
 	workers   []*process
 	started   int
@@ -236,6 +250,7 @@ type run struct {
 	// the broker faults after one left a broker out.
 	failures     []string
 	brokerFailed bool
+	lostWrites       []LostWrites
 }
 
 // Run runs the chaos round: it creates its own topics and redis-server,
@@ -288,12 +303,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := os.MkdirAll(redisDir, 0o755); err != nil {
 		return result, errors.Wrap(err, "create the redis folder")
 	}
-	r.redis, err = startRedis(ctx, cfg.RedisServer, redisDir)
+	stopRedis, err := r.startRedisStore(ctx, redisDir)
 	if err != nil {
 		return result, err
 	}
-	// Not r.redis.proc.stop directly: a restart replaces the process.
-	defer func() { r.redis.proc.stop(10 * time.Second) }()
+	defer stopRedis()
 	defer r.stopWorkers()
 	for i := 0; i < cfg.Workers; i++ {
 		if _, err := r.startWorker(nil); err != nil {
@@ -325,6 +339,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	result.Report = report
 	result.FaultLog = r.faultLog
 	result.Failures = r.failures
+	result.LostWrites = r.lostWrites
 	if err != nil {
 		return result, err
 	}
@@ -367,16 +382,16 @@ func (r *run) startWorker(env []string) (*process, error) {
 	r.mu.Unlock()
 	name := fmt.Sprintf("worker-%d", id)
 	timeout := r.cfg.SessionTimeout.String()
-	proc, err := startProcess(name, filepath.Join(r.cfg.Dir, name+".log"), env, r.cfg.Binary,
-		"worker",
-		"--brokers", strings.Join(r.cfg.Brokers, ","),
-		"--redis", r.redis.url(),
+	args := append([]string{"worker",
+		"--brokers", strings.Join(r.cfg.Brokers, ",")},
+		r.redisArgs()...)
+	proc, err := startProcess(name, filepath.Join(r.cfg.Dir, name+".log"), env, r.cfg.Binary, append(args,
 		"--commands-topic", r.topics[0], "--events-topic", r.topics[1], "--conflicts-topic", r.topics[2],
 		"--group", r.name, "--key-prefix", r.keyPrefix,
 		"--session-timeout", timeout, "--transaction-timeout", timeout,
 		"--max-batch", "500", "--log-format", "json",
 		"--http-addr", "127.0.0.1:0",
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
@@ -605,6 +620,10 @@ func (r *run) inject(ctx context.Context, kind string) {
 		r.record(kind, "broker restarted in %s", time.Since(began).Round(time.Millisecond))
 	case FaultBrokerKill, FaultBrokerRestart:
 		r.brokerFault(ctx, kind)
+	case FaultRedisFailover:
+		r.failoverRedis(ctx, kind)
+	case FaultRedisMasterKill:
+		r.killRedisMaster(ctx, kind)
 	case FaultScaleUp:
 		if w, err := r.startWorker(nil); err == nil {
 			r.record(kind, "started %s (pid %d)", w.name, w.pid())
@@ -641,7 +660,10 @@ func (r *run) healAll(context.Context) {
 func (r *run) quiesce(ctx context.Context) (verify.Report, error) {
 	cfg := verify.Config{Brokers: r.cfg.Brokers, CommandsTopic: r.topics[0], EventsTopic: r.topics[1], ConflictsTopic: r.topics[2]}
 	deadline := time.Now().Add(r.cfg.QuiesceTimeout)
-	client := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(r.redis.url(), "redis://"), "/0")})
+	client, err := r.redisClient()
+	if err != nil {
+		return verify.Report{}, err
+	}
 	defer client.Close()
 	for {
 		history, err := verify.Read(ctx, cfg)

@@ -42,39 +42,6 @@ const (
 	brokerRejoinTimeout = 3 * time.Minute
 )
 
-// setClusterDefaults defaults and checks the fields of a replicated Kafka
-// and the fault list.
-func (c *Config) setClusterDefaults() error {
-	if c.KafkaBrokers < 0 || c.KafkaBrokers == 2 {
-		return errors.Newf("--kafka-brokers %d: the run takes one broker or a replicated Kafka of %d or more", c.KafkaBrokers, minReplicatedBrokers)
-	}
-	if len(c.Faults) == 0 {
-		c.Faults = defaultFaults(c.KafkaBrokers)
-	}
-	var problems []error
-	for _, kind := range c.Faults {
-		switch {
-		case slices.Contains(BrokerFaults, kind):
-			if c.KafkaBrokers < minReplicatedBrokers {
-				problems = append(problems, errors.Newf("fault %s needs a replicated Kafka (--kafka-brokers %d)", kind, minReplicatedBrokers))
-			}
-		case !slices.Contains(AllFaults, kind):
-			problems = append(problems, errors.Newf("unknown fault %q (known: %s)", kind, strings.Join(append(slices.Clone(AllFaults), BrokerFaults...), ", ")))
-		}
-	}
-	return errors.Join(problems...)
-}
-
-// defaultFaults returns the fault kinds of a run on brokers brokers: on a
-// replicated Kafka the broker faults replace the restart of the one broker.
-func defaultFaults(brokers int) []string {
-	if brokers < minReplicatedBrokers {
-		return slices.Clone(AllFaults)
-	}
-	faults := slices.DeleteFunc(slices.Clone(AllFaults), func(kind string) bool { return kind == FaultKafkaRestart })
-	return append(faults, BrokerFaults...)
-}
-
 // topicSpec returns the run's topics: on a replicated Kafka replicated
 // minReplicatedBrokers times with min.insync.replicas replicatedMinISR, so
 // that a transaction commits with one broker down and never with only one

@@ -66,10 +66,10 @@ func (r *run) rollbackRedis(ctx context.Context, kind string) {
 func (r *run) rebuild(ctx context.Context) (string, error) {
 	rebuildCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(rebuildCtx, r.cfg.Binary, "rebuild-versions",
-		"--brokers", strings.Join(r.cfg.Brokers, ","), "--redis", r.redis.url(),
+	args := append([]string{"rebuild-versions", "--brokers", strings.Join(r.cfg.Brokers, ",")}, r.redisArgs()...)
+	out, err := exec.CommandContext(rebuildCtx, r.cfg.Binary, append(args,
 		"--commands-topic", r.topics[0], "--events-topic", r.topics[1], "--conflicts-topic", r.topics[2],
-		"--group", r.name, "--key-prefix", r.keyPrefix, "--log-format", "json").CombinedOutput()
+		"--group", r.name, "--key-prefix", r.keyPrefix, "--log-format", "json")...).CombinedOutput()
 	return string(out), errors.Wrap(err, "rebuild-versions")
 }
 
