@@ -250,7 +250,7 @@ type run struct {
 	// the broker faults after one left a broker out.
 	failures     []string
 	brokerFailed bool
-	lostWrites       []LostWrites
+	lostWrites   []LostWrites
 }
 
 // Run runs the chaos round: it creates its own topics and redis-server,
