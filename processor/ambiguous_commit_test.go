@@ -52,6 +52,37 @@ func (a *ambiguousEnd) end(ctx context.Context, sess *kgo.GroupTransactSession, 
 }
 
 // sessionCounter counts the sessions a worker started.
+// abortedEnd aborts one transaction whose commit was wanted and reports
+// it, as franz-go does when the group took a partition from the member
+// during the transaction: not committed, no error, the session rewound to
+// the committed offsets. Nothing was committed, so the worker keeps its
+// session.
+type abortedEnd struct {
+	armed atomic.Bool
+	done  chan struct{}
+}
+
+func newAbortedEnd() *abortedEnd { return &abortedEnd{done: make(chan struct{})} }
+
+func (a *abortedEnd) end(ctx context.Context, sess *kgo.GroupTransactSession, commit kgo.TransactionEndTry) (bool, error) {
+	if commit != kgo.TryCommit || !a.armed.CompareAndSwap(true, false) {
+		return sess.End(ctx, commit)
+	}
+	committed, err := sess.End(ctx, kgo.TryAbort)
+	if committed || err != nil {
+		return committed, err
+	}
+	close(a.done)
+	return false, nil
+}
+
+func (a *abortedEnd) configure(*processor.Config) {}
+func (a *abortedEnd) prepare(worker *processor.Worker) {
+	processor.SetEndTransaction(worker, a.end)
+}
+func (a *abortedEnd) arm()                   { a.armed.Store(true) }
+func (a *abortedEnd) fired() <-chan struct{} { return a.done }
+
 type sessionCounter struct {
 	joins atomic.Int32
 }
@@ -99,21 +130,29 @@ func TestAmbiguousCommit(t *testing.T) {
 	tests := []struct {
 		name      string
 		ambiguity func() ambiguity
+		// replace: the broker committed, so the session must be
+		// replaced; otherwise nothing was, and replacing it (a rejoin,
+		// which takes partitions from the other members, whose
+		// transactions then abort too) would turn every rebalance into a
+		// storm of them.
+		replace bool
 	}{
 		// What the worker is told, without going through franz-go.
-		{"End reports not committed", func() ambiguity { return newAmbiguousEnd() }},
+		{"End reports not committed", func() ambiguity { return newAmbiguousEnd() }, true},
 		// The broker's answer rewritten on the wire: franz-go's own
 		// handling of it (retry as an abort, rewind) reaches the worker.
-		{"EndTxn answers UNKNOWN_SERVER_ERROR", func() ambiguity { return newUnknownEndTxn() }},
+		{"EndTxn answers UNKNOWN_SERVER_ERROR", func() ambiguity { return newUnknownEndTxn() }, true},
+		// A transaction franz-go aborted, as after a revoke.
+		{"a wanted commit aborted", func() ambiguity { return newAbortedEnd() }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			testAmbiguousCommit(t, tt.ambiguity())
+			testAmbiguousCommit(t, tt.ambiguity(), tt.replace)
 		})
 	}
 }
 
-func testAmbiguousCommit(t *testing.T, ambiguous ambiguity) {
+func testAmbiguousCommit(t *testing.T, ambiguous ambiguity, wantReplace bool) {
 	const partitions = 2
 	s := newStack(t, partitions)
 	sessions := &sessionCounter{}
@@ -194,8 +233,14 @@ func testAmbiguousCommit(t *testing.T, ambiguous ambiguity) {
 	}
 	checkVersionsOnce(t, got, products, 4)
 	t.Logf("sessions started: %d; outcomes replayed: %d", sessions.joins.Load(), replayed.Load())
-	if joins := sessions.joins.Load(); joins < 2 {
+	switch joins := sessions.joins.Load(); {
+	case wantReplace && joins < 2:
 		t.Errorf("the worker started %d sessions: the one told its commit did not go through was not replaced", joins)
+	case !wantReplace && joins != 1:
+		t.Errorf("the worker started %d sessions: it replaced a session whose transaction the broker did not commit", joins)
+	}
+	if !wantReplace && replayed.Load() == 0 {
+		t.Error("the aborted batch's decisions were not replayed")
 	}
 	checkVerify(t, s)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/arbiter-cqrs/arbiter/versionstore"
 	"github.com/cockroachdb/errors"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
@@ -287,6 +288,58 @@ func (w *Worker) startAfterDecisions(ctx context.Context, offsets map[string]map
 // new session, which fetches the committed offsets from the broker, knows.
 func endedUnclearly(wanted kgo.TransactionEndTry, committed bool, err error) bool {
 	return err == nil && wanted == kgo.TryCommit && !committed
+}
+
+// committedOnBroker tells whether a transaction that ended unclearly (see
+// endedUnclearly) did commit: whether the group's committed offsets, once
+// the broker resolved any pending transactional offset commit
+// (RequireStable), reach past a record of the batch. franz-go also reports a
+// transaction it aborted on purpose as not committed without an error —
+// every transaction during which the group took a partition from the
+// member, which in a cooperative group happens whenever a member joins or
+// leaves — and it rewinds to the committed offsets then, which are right.
+// Replacing the session there (a rejoin, which takes partitions from the
+// other members and aborts their transactions in turn) made one rebalance
+// a storm of them; only a commit the broker holds needs the new session.
+func (w *Worker) committedOnBroker(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (bool, error) {
+	type topicPartition struct {
+		topic     string
+		partition int32
+	}
+	ends := make(map[topicPartition]int64)
+	for _, rec := range records {
+		key := topicPartition{rec.Topic, rec.Partition}
+		ends[key] = max(ends[key], rec.Offset+1)
+	}
+	admin := kadm.NewClient(sess.Client())
+	ctx = kadm.RequireStable(ctx)
+	for {
+		fetched, err := admin.FetchOffsets(ctx, w.cfg.Group)
+		if err != nil {
+			return false, errors.Wrapf(err, "fetch the committed offsets of group %s", w.cfg.Group)
+		}
+		unstable := false
+		for key, end := range ends {
+			offset, ok := fetched.Lookup(key.topic, key.partition)
+			switch {
+			case !ok:
+			case errors.Is(offset.Err, kerr.UnstableOffsetCommit):
+				unstable = true
+			case offset.Err != nil:
+				return false, errors.Wrapf(offset.Err, "fetch the committed offset of %s partition %d", key.topic, key.partition)
+			case offset.At >= end:
+				return true, nil
+			}
+		}
+		if !unstable {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, errors.Wrap(ctx.Err(), "wait for the broker to resolve a pending transactional offset commit")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // checkPartition refuses a command record that is not on the partition the

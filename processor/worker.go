@@ -289,6 +289,8 @@ type lane struct {
 	// isolation narrows batches that keep failing to the partition that
 	// fails.
 	isolation isolation
+	// commits counts the lane's committed transactions, over its sessions.
+	commits int64
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -446,6 +448,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		if err != nil {
 			return err
 		}
+		commitsBefore := l.commits
 		err = w.runSession(ctx, sess, l)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		sess.Client().LeaveGroupContext(closeCtx)
@@ -463,7 +466,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) error {
 		}
 		// Any error ending a transaction leaves the client's state unknown:
 		// a new client rejoins the group and fetches the committed offsets
-		// from the broker.
+		// from the broker. A session that committed worked: the wait
+		// before the next starts short again.
+		if l.commits > commitsBefore {
+			backoff.reset()
+		}
 		wait := backoff.next()
 		w.log.Warn("transactional session failed; rejoining with a new client", errorField(err), zap.Duration("after", wait),
 			zap.String("transactional_id", l.transactionalID))
@@ -548,6 +555,7 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			iso.failed(batchPartitions(records), produceErr)
 		}
 		if committed && err == nil {
+			l.commits++
 			l.aborts.committed(w.log)
 			// The outcome records are no longer needed for a replay; the
 			// next batch's load deletes them.
@@ -572,7 +580,17 @@ func (w *Worker) runSession(ctx context.Context, sess *kgo.GroupTransactSession,
 			return errors.Wrapf(err, "end transaction of a %d-record batch", len(records))
 		}
 		if endedUnclearly(commit, committed, err) {
-			return errors.Newf("the transaction of a %d-record batch did not clearly commit; a new session fetches the committed offsets from the broker", len(records))
+			checkCtx, cancel := context.WithTimeout(batchCtx, w.cfg.TransactionTimeout+w.cfg.SessionTimeout)
+			onBroker, checkErr := w.committedOnBroker(checkCtx, sess, records)
+			cancel()
+			if checkErr != nil {
+				return errors.Wrapf(checkErr, "the transaction of a %d-record batch did not clearly commit and the broker could not say; a new session fetches the committed offsets from the broker", len(records))
+			}
+			if onBroker {
+				return errors.Newf("the transaction of a %d-record batch was reported as not committed but the broker holds its offsets; a new session fetches them", len(records))
+			}
+			w.log.Info("the transaction was aborted (a partition was taken from this member during it, or the group was rebalancing); its records are decided again",
+				zap.Int("records", len(records)), zap.String("transactional_id", l.transactionalID))
 		}
 		switch {
 		case errors.Is(produceErr, versionstore.ErrAmnesia):
