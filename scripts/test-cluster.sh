@@ -4,9 +4,14 @@
 # three-broker KRaft Kafka (scripts/kafka-cluster.sh: replication factor 3,
 # min.insync.replicas 2), runs TestBrokerKillRound (one broker kill, asserted
 # to come back) and an `arbiter chaos --kafka-brokers 3` round with broker
-# kills, graceful broker restarts, worker kills and stalls, and stops
+# kills, graceful broker restarts, worker kills and stalls; then, on the same
+# Kafka, TestChaosRedisClusterFailovers and an `arbiter chaos --redis-cluster`
+# round (a Redis Cluster of the run's own, 3 masters + 3 replicas) with
+# graceful CLUSTER FAILOVERs and killed masters whose promoted replica lost
+# writes (detected, rebuilt, resumed), worker kills and stalls; and stops
 # everything it started however the run ends. Exits non-zero on any anomaly
-# in a history, a broker that did not come back, or a process left running.
+# in a history, a broker that did not come back, a lost write not detected,
+# or a process left running.
 # CI=true makes the test fail, not skip, when the cluster is missing.
 #
 # Settings (environment):
@@ -14,6 +19,7 @@
 #   ARBITER_KAFKA_CLUSTER_BASE_PORT    the cluster's first port (19192), as in kafka-cluster.sh
 #   ARBITER_CLUSTER_CHAOS_DURATION     production time of the chaos round (100s)
 #   ARBITER_CLUSTER_CHAOS_FAULTS       its fault kinds (broker-kill,broker-restart,kill,stall)
+#   ARBITER_REDIS_CLUSTER_CHAOS_DURATION  production time of the Redis Cluster round (100s)
 #   ARBITER_CHAOS_SEED                 its seed (the current time)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +28,7 @@ STATE="${ARBITER_STACK_DIR:-$PWD/.stack}"
 export ARBITER_STACK_DIR="$STATE"
 BIN="$STATE/bin/arbiter"
 RUN_DIR="$STATE/cluster-chaos"
+REDIS_RUN_DIR="$STATE/redis-cluster-chaos"
 mkdir -p "$STATE/bin"
 
 stop_all() {
@@ -30,10 +37,10 @@ stop_all() {
   # Nothing this run started may outlive it: the brokers, the workers and
   # redis-servers of the chaos round and of the test.
   local leftovers pid
-  leftovers="$(pgrep -af "kafka.Kafka $STATE/kafka-cluster/|$BIN |/TestBrokerKillRound[^ ]*/arbiter " || true)"
+  leftovers="$(pgrep -af "kafka.Kafka $STATE/kafka-cluster/|$BIN |/TestBrokerKillRound[^ ]*/arbiter |/TestChaosRedisClusterFailovers[^ ]*/arbiter " || true)"
   for pid in $(pgrep -x redis-server || true); do
     case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
-      "$RUN_DIR"/* | /tmp/TestBrokerKillRound*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
+      "$RUN_DIR"/* | "$REDIS_RUN_DIR"/* | /tmp/TestBrokerKillRound* | /tmp/TestChaosRedisClusterFailovers*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
     esac
   done
   if [[ -n ${leftovers//[$'\n ']/} ]]; then
@@ -70,6 +77,22 @@ if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 
   rm -rf "$RUN_DIR"
 else
   failed+=("chaos --kafka-brokers 3 (seed $seed, logs in $RUN_DIR)")
+fi
+
+echo "test-cluster: go test -tags arbiter_faults -run TestChaosRedisClusterFailovers ./app/ (on the three-broker Kafka)"
+ARBITER_TEST_KAFKA_BROKERS="$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" \
+  go test -tags arbiter_faults -race -count=1 -timeout 10m -run 'TestChaosRedisClusterFailovers$' ./app/ ||
+  failed+=(TestChaosRedisClusterFailovers)
+
+rm -rf "$REDIS_RUN_DIR"
+echo "test-cluster: arbiter chaos --redis-cluster (seed $seed)"
+if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
+  --kafka-cluster-cmd scripts/kafka-cluster.sh --redis-cluster \
+  --faults redis-failover,redis-master-kill,kill,stall --fault-interval 10s \
+  --duration "${ARBITER_REDIS_CLUSTER_CHAOS_DURATION:-100s}" --seed "$seed" --dir "$REDIS_RUN_DIR"; then
+  rm -rf "$REDIS_RUN_DIR"
+else
+  failed+=("chaos --redis-cluster (seed $seed, logs in $REDIS_RUN_DIR)")
 fi
 
 echo "test-cluster: finished in $((SECONDS - start))s"
