@@ -1,6 +1,7 @@
 # Entry points of the project; the logic lives in scripts/.
 #
-#   make test        the test command: stack up, lint, go test -race ./..., stack down
+#   make test        the test command: stack up, lint, go test -race ./..., a chaos round,
+#                    the short cluster round (scripts/test-cluster.sh, tests only), stack down
 #   make lint        gofmt, go vet, staticcheck
 #   make build       build every package (also with the arbiter_faults tag of the
 #                    tests and the chaos runner) and bin/arbiter, the release binary

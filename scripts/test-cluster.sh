@@ -20,9 +20,17 @@
 #   ARBITER_CLUSTER_CHAOS_DURATION     production time of the chaos round (100s)
 #   ARBITER_CLUSTER_CHAOS_FAULTS       its fault kinds (broker-kill,broker-restart,kill,stall)
 #   ARBITER_REDIS_CLUSTER_CHAOS_DURATION  production time of the Redis Cluster round (100s)
+#   ARBITER_CLUSTER_ROUNDS             "all" (default), or "tests": only TestBrokerKillRound and
+#                                      TestChaosRedisClusterFailovers, the short round make test runs
 #   ARBITER_CHAOS_SEED                 its seed (the current time)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+rounds="${ARBITER_CLUSTER_ROUNDS:-all}"
+case "$rounds" in
+  all | tests) ;;
+  *) echo "test-cluster: ARBITER_CLUSTER_ROUNDS=$rounds: use all or tests" >&2; exit 2 ;;
+esac
 
 STATE="${ARBITER_STACK_DIR:-$PWD/.stack}"
 export ARBITER_STACK_DIR="$STATE"
@@ -68,15 +76,17 @@ go test -tags arbiter_faults -race -count=1 -timeout 10m -run 'TestBrokerKillRou
   failed+=(TestBrokerKillRound)
 
 seed="${ARBITER_CHAOS_SEED:-$(date +%s)}"
-rm -rf "$RUN_DIR"
-echo "test-cluster: arbiter chaos --kafka-brokers 3 (seed $seed)"
-if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
-  --kafka-cluster-cmd scripts/kafka-cluster.sh \
-  --faults "${ARBITER_CLUSTER_CHAOS_FAULTS:-broker-kill,broker-restart,kill,stall}" \
-  --duration "${ARBITER_CLUSTER_CHAOS_DURATION:-100s}" --seed "$seed" --dir "$RUN_DIR"; then
+if [[ $rounds == all ]]; then
   rm -rf "$RUN_DIR"
-else
-  failed+=("chaos --kafka-brokers 3 (seed $seed, logs in $RUN_DIR)")
+  echo "test-cluster: arbiter chaos --kafka-brokers 3 (seed $seed)"
+  if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
+    --kafka-cluster-cmd scripts/kafka-cluster.sh \
+    --faults "${ARBITER_CLUSTER_CHAOS_FAULTS:-broker-kill,broker-restart,kill,stall}" \
+    --duration "${ARBITER_CLUSTER_CHAOS_DURATION:-100s}" --seed "$seed" --dir "$RUN_DIR"; then
+    rm -rf "$RUN_DIR"
+  else
+    failed+=("chaos --kafka-brokers 3 (seed $seed, logs in $RUN_DIR)")
+  fi
 fi
 
 echo "test-cluster: go test -tags arbiter_faults -run TestChaosRedisClusterFailovers ./app/ (on the three-broker Kafka)"
@@ -84,15 +94,17 @@ ARBITER_TEST_KAFKA_BROKERS="$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" \
   go test -tags arbiter_faults -race -count=1 -timeout 10m -run 'TestChaosRedisClusterFailovers$' ./app/ ||
   failed+=(TestChaosRedisClusterFailovers)
 
-rm -rf "$REDIS_RUN_DIR"
-echo "test-cluster: arbiter chaos --redis-cluster (seed $seed)"
-if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
-  --kafka-cluster-cmd scripts/kafka-cluster.sh --redis-cluster \
-  --faults redis-failover,redis-master-kill,kill,stall --fault-interval 10s \
-  --duration "${ARBITER_REDIS_CLUSTER_CHAOS_DURATION:-100s}" --seed "$seed" --dir "$REDIS_RUN_DIR"; then
+if [[ $rounds == all ]]; then
   rm -rf "$REDIS_RUN_DIR"
-else
-  failed+=("chaos --redis-cluster (seed $seed, logs in $REDIS_RUN_DIR)")
+  echo "test-cluster: arbiter chaos --redis-cluster (seed $seed)"
+  if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
+    --kafka-cluster-cmd scripts/kafka-cluster.sh --redis-cluster \
+    --faults redis-failover,redis-master-kill,kill,stall --fault-interval 10s \
+    --duration "${ARBITER_REDIS_CLUSTER_CHAOS_DURATION:-100s}" --seed "$seed" --dir "$REDIS_RUN_DIR"; then
+    rm -rf "$REDIS_RUN_DIR"
+  else
+    failed+=("chaos --redis-cluster (seed $seed, logs in $REDIS_RUN_DIR)")
+  fi
 fi
 
 echo "test-cluster: finished in $((SECONDS - start))s"

@@ -91,6 +91,16 @@ go build -tags arbiter_faults -o .stack/bin/arbiter ./cmd/arbiter &&
     --seed "$chaos_seed" --kafka-restart-cmd "scripts/stack.sh restart-kafka" ||
   failed+=("chaos (seed $chaos_seed)")
 
+# The short cluster round: a three-broker Kafka of its own with one broker
+# killed (TestBrokerKillRound) and a Redis Cluster of its own with a graceful
+# failover and a killed master whose replica lost writes
+# (TestChaosRedisClusterFailovers); about 2.5 minutes. make test-cluster runs
+# the long rounds too. ARBITER_TEST_CLUSTER=0 leaves it out.
+if [[ ${ARBITER_TEST_CLUSTER:-1} != 0 ]]; then
+  echo "test: the short cluster round (scripts/test-cluster.sh, ARBITER_CLUSTER_ROUNDS=tests)"
+  ARBITER_CLUSTER_ROUNDS=tests scripts/test-cluster.sh || failed+=("cluster round")
+fi
+
 echo "test: finished in $((SECONDS - start))s"
 if ((${#failed[@]})); then
   echo "test: FAILED: ${failed[*]}"
