@@ -198,15 +198,7 @@ func runBench(ctx context.Context, b benchFlags, stdout, stderr io.Writer) error
 
 	report, err := bench.Run(ctx, cfg)
 	if err != nil {
-		var configErr *bench.ConfigError
-		var unreachable *bench.UnreachableError
-		switch {
-		case errors.As(err, &configErr):
-			return usagef("%v", err)
-		case errors.As(err, &unreachable):
-			return &unreachableError{err: err}
-		}
-		return err
+		return benchError(err)
 	}
 	if report.Sweep != nil && plotPath != "" {
 		if err := os.MkdirAll(filepath.Dir(plotPath), 0o755); err != nil {
@@ -290,15 +282,7 @@ func runScaleOut(ctx context.Context, b benchFlags, cfg bench.Config, stdout io.
 	}
 	report, err := bench.RunScaleOut(ctx, s)
 	if err != nil {
-		var configErr *bench.ConfigError
-		var unreachable *bench.UnreachableError
-		switch {
-		case errors.As(err, &configErr):
-			return usagef("%v", err)
-		case errors.As(err, &unreachable):
-			return &unreachableError{err: err}
-		}
-		return err
+		return benchError(err)
 	}
 	encoded, err := json.MarshalIndent(report, "", "  ")
 	if err != nil {
@@ -315,4 +299,19 @@ func runScaleOut(ctx context.Context, b benchFlags, cfg bench.Config, stdout io.
 	}
 	report.WriteTable(stdout)
 	return nil
+}
+
+// benchError gives a bench run's error its exit code: a usage error for a
+// configuration the bench refuses, the unreachable-server code for Kafka or
+// Redis it cannot reach.
+func benchError(err error) error {
+	var configErr *bench.ConfigError
+	var unreachable *bench.UnreachableError
+	switch {
+	case errors.As(err, &configErr):
+		return usagef("%v", err)
+	case errors.As(err, &unreachable):
+		return &unreachableError{err: err}
+	}
+	return err
 }
