@@ -202,16 +202,23 @@ func startRedisCluster(ctx context.Context, binary, dir string) (*redisCluster, 
 	return c, nil
 }
 
-// startNode starts a node's redis-server and waits until it answers PING.
+// startNode starts a node's redis-server in cluster mode and waits until
+// it answers PING.
 func (c *redisCluster) startNode(ctx context.Context, node *clusterNode) error {
-	if err := os.MkdirAll(node.dir, 0o755); err != nil {
-		return errors.Wrapf(err, "create the folder of %s", node.name)
-	}
-	proc, err := startProcess(node.name, filepath.Join(node.dir, "redis.log"), nil, c.binary,
+	return startRedisNode(ctx, c.binary, node,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(node.port), "--dir", node.dir,
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", strconv.Itoa(node.busPort),
 		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "")
+}
+
+// startRedisNode starts a redis-server (or a sentinel) of the run with
+// args in node.dir and waits until it answers PING.
+func startRedisNode(ctx context.Context, binary string, node *clusterNode, args ...string) error {
+	if err := os.MkdirAll(node.dir, 0o755); err != nil {
+		return errors.Wrapf(err, "create the folder of %s", node.name)
+	}
+	proc, err := startProcess(node.name, filepath.Join(node.dir, "redis.log"), nil, binary, args...)
 	if err != nil {
 		return errors.Wrap(err, "start redis-server (install it: apt-get install redis-server)")
 	}
@@ -252,7 +259,7 @@ func (c *redisCluster) create(ctx context.Context) error {
 		}
 		ids[i] = id
 	}
-	err := c.await(ctx, 60*time.Second, "every node knows the others", func(ctx context.Context) error {
+	err := awaitState(ctx, 60*time.Second, "every node knows the others", func(ctx context.Context) error {
 		for _, node := range c.nodes {
 			views, err := c.view(ctx, node)
 			if err != nil {
@@ -418,7 +425,7 @@ func (c *redisCluster) shards(ctx context.Context) ([]shard, error) {
 // awaitHealthy waits until every live node reports cluster_state:ok and
 // they agree on three masters with a linked replica each.
 func (c *redisCluster) awaitHealthy(ctx context.Context, timeout time.Duration) error {
-	return c.await(ctx, timeout, "three masters with a linked replica each, cluster_state:ok everywhere", func(ctx context.Context) error {
+	return awaitState(ctx, timeout, "three masters with a linked replica each, cluster_state:ok everywhere", func(ctx context.Context) error {
 		for _, node := range c.nodes {
 			client := node.client()
 			info, err := client.ClusterInfo(ctx).Result()
@@ -435,8 +442,8 @@ func (c *redisCluster) awaitHealthy(ctx context.Context, timeout time.Duration) 
 	})
 }
 
-// await polls check until it succeeds or timeout passes.
-func (c *redisCluster) await(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
+// awaitState polls check until it succeeds or timeout passes.
+func awaitState(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check(ctx)
@@ -444,7 +451,7 @@ func (c *redisCluster) await(ctx context.Context, timeout time.Duration, what st
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.Wrapf(err, "the Redis Cluster did not reach %q in %s", what, timeout)
+			return errors.Wrapf(err, "the run's Redis did not reach %q in %s", what, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -467,8 +474,8 @@ func replicationInfo(ctx context.Context, node *clusterNode, field string) (int6
 }
 
 // awaitRole waits until node reports role (ROLE's first element).
-func (c *redisCluster) awaitRole(ctx context.Context, node *clusterNode, role string, timeout time.Duration) error {
-	return c.await(ctx, timeout, node.addr()+" is a "+role, func(ctx context.Context) error {
+func awaitRole(ctx context.Context, node *clusterNode, role string, timeout time.Duration) error {
+	return awaitState(ctx, timeout, node.addr()+" is a "+role, func(ctx context.Context) error {
 		client := node.client()
 		defer client.Close()
 		reply, err := client.Do(ctx, "ROLE").Slice()

@@ -93,7 +93,7 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 		r.logf("CLUSTER FAILOVER on %s failed: %v", s.replica.addr(), err)
 		return
 	}
-	if err := r.cluster.awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
+	if err := awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
 		r.logf("%s: %v", kind, err)
 		return
 	}
@@ -131,7 +131,42 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 		return
 	}
 	s := shards[r.rng.Intn(len(shards))]
-	lost, err := r.loseWrites(ctx, s)
+	r.killMaster(ctx, kind, s, masterKill{
+		promotion: "CLUSTER FAILOVER TAKEOVER",
+		promote: func(ctx context.Context) error {
+			client := s.replica.client()
+			defer client.Close()
+			if err := client.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
+				return errors.Wrapf(err, "CLUSTER FAILOVER TAKEOVER on %s", s.replica.addr())
+			}
+			return awaitRole(ctx, s.replica, "master", 30*time.Second)
+		},
+		// Before the workers start again: a client that read the slot
+		// map from the node coming back, before it learnt it lost its
+		// slots, would write to it.
+		rejoin: func(ctx context.Context) error { return r.rejoin(ctx, s.master) },
+	})
+}
+
+// masterKill is how killMaster promotes the replica and brings the killed
+// master back, which differs between a Redis Cluster and Sentinels.
+type masterKill struct {
+	// promotion names how the replica is promoted, for the fault log.
+	promotion string
+	// promote makes the continued replica the master and returns once the
+	// clients can find it.
+	promote func(context.Context) error
+	// rejoin starts the killed master again as the new master's replica;
+	// it runs after rebuild-versions, before the workers start again.
+	rejoin func(context.Context) error
+}
+
+// killMaster kills s's master after it took writes its replica never got,
+// has the replica promoted, waits for a worker to report that Redis went
+// back in time, and recovers: the workers stopped, rebuild-versions, the
+// killed node back as a replica; keepWorkers then starts the workers.
+func (r *run) killMaster(ctx context.Context, kind string, s shard, how masterKill) {
+	lost, err := r.loseWrites(ctx, s, how.promote)
 	if err != nil {
 		r.logf("%s: %v", kind, err)
 		return
@@ -155,12 +190,9 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 		return
 	}
 	rebuilt := time.Since(detectedAt)
-	// Before the workers start again: a client that read the slot map
-	// from the node coming back, before it learnt it lost its slots, would
-	// write to it.
 	rejoinBegan := time.Now()
 	var rejoined string
-	if err := r.rejoin(ctx, s.master); err != nil {
+	if err := how.rejoin(ctx); err != nil {
 		rejoined = "the killed node did not come back: " + err.Error()
 	} else {
 		rejoined = fmt.Sprintf("the killed node was back as the new master's replica %s later", time.Since(rejoinBegan).Round(100*time.Millisecond))
@@ -169,8 +201,8 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 	r.mu.Lock()
 	r.lostWrites = append(r.lostWrites, loss)
 	r.mu.Unlock()
-	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with CLUSTER FAILOVER TAKEOVER, lost %d bytes of writes; %s; workers stopped and rebuild-versions done %s after that: %s; %s; the workers start again %s after the detection",
-		s.master.addr(), lost.masterOffset, s.replica.addr(), lost.replicaOffset, loss.LostBytes, detection,
+	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with %s, lost %d bytes of writes; %s; workers stopped and rebuild-versions done %s after that: %s; %s; the workers start again %s after the detection",
+		s.master.addr(), lost.masterOffset, s.replica.addr(), lost.replicaOffset, how.promotion, loss.LostBytes, detection,
 		rebuilt.Round(100*time.Millisecond), lastLine(out), rejoined, loss.RecoveredIn.Round(100*time.Millisecond))
 }
 
@@ -182,8 +214,9 @@ type lostWrites struct {
 }
 
 // loseWrites stops s's replica, lets its master take writes the replica
-// never gets, kills the master and promotes the replica.
-func (r *run) loseWrites(ctx context.Context, s shard) (lostWrites, error) {
+// never gets, kills the master, continues the replica and has promote
+// promote it.
+func (r *run) loseWrites(ctx context.Context, s shard, promote func(context.Context) error) (lostWrites, error) {
 	var lost lostWrites
 	master := s.master.client()
 	defer master.Close()
@@ -225,12 +258,7 @@ func (r *run) loseWrites(ctx context.Context, s shard) (lostWrites, error) {
 	s.master.proc.signal(syscall.SIGKILL)
 	s.master.proc.wait(10 * time.Second)
 	s.replica.proc.signal(syscall.SIGCONT)
-	client := s.replica.client()
-	defer client.Close()
-	if err := client.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
-		return lost, errors.Wrapf(err, "CLUSTER FAILOVER TAKEOVER on %s", s.replica.addr())
-	}
-	if err := r.cluster.awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
+	if err := promote(ctx); err != nil {
 		return lost, err
 	}
 	lost.promoted = time.Now()
