@@ -27,7 +27,7 @@ func (c *Config) defaultFaults() []string {
 	var kinds []string
 	for _, kind := range AllFaults {
 		switch {
-		case c.RedisCluster && (kind == FaultRedisRestart || kind == FaultRedisRollback):
+		case (c.RedisCluster || c.RedisSentinel) && (kind == FaultRedisRestart || kind == FaultRedisRollback):
 		case c.KafkaBrokers >= minReplicatedBrokers && kind == FaultKafkaRestart:
 		default:
 			kinds = append(kinds, kind)
@@ -36,30 +36,40 @@ func (c *Config) defaultFaults() []string {
 	if c.RedisCluster {
 		kinds = append(kinds, ClusterFaults...)
 	}
+	if c.RedisSentinel {
+		kinds = append(kinds, SentinelFaults...)
+	}
 	if c.KafkaBrokers >= minReplicatedBrokers {
 		kinds = append(kinds, BrokerFaults...)
 	}
 	return kinds
 }
 
-// checkFaults checks the Kafka's size, sets the default fault kinds and
-// refuses unknown ones and those of another Redis or Kafka topology, all at
-// once.
+// checkFaults checks the Kafka's size and that the run has one Redis
+// topology, sets the default fault kinds and refuses unknown ones and those
+// of another Redis or Kafka topology, all at once.
 func (c *Config) checkFaults() error {
 	var problems []error
 	if c.KafkaBrokers < 0 || c.KafkaBrokers == 2 {
 		problems = append(problems, errors.Newf("--kafka-brokers %d: the run takes one broker or a replicated Kafka of %d or more", c.KafkaBrokers, minReplicatedBrokers))
 	}
+	if c.RedisCluster && c.RedisSentinel {
+		problems = append(problems, errors.New("--redis-cluster and --redis-sentinel: the run has one Redis topology, pick one"))
+	}
 	if len(c.Faults) == 0 {
 		c.Faults = c.defaultFaults()
 	}
-	known := append(append(append([]string(nil), AllFaults...), ClusterFaults...), BrokerFaults...)
+	known := append(append(append(append([]string(nil), AllFaults...), ClusterFaults...), SentinelFaults...), BrokerFaults...)
 	for _, kind := range c.Faults {
 		switch {
 		case contains(ClusterFaults, kind) && !c.RedisCluster:
 			problems = append(problems, errors.Newf("fault %q needs a Redis Cluster (--redis-cluster)", kind))
+		case contains(SentinelFaults, kind) && !c.RedisSentinel:
+			problems = append(problems, errors.Newf("fault %q needs a Sentinel set-up (--redis-sentinel)", kind))
 		case (kind == FaultRedisRestart || kind == FaultRedisRollback) && c.RedisCluster:
 			problems = append(problems, errors.Newf("fault %q needs the single redis-server: with --redis-cluster use %s", kind, strings.Join(ClusterFaults, " or ")))
+		case (kind == FaultRedisRestart || kind == FaultRedisRollback) && c.RedisSentinel:
+			problems = append(problems, errors.Newf("fault %q needs the single redis-server: with --redis-sentinel use %s", kind, strings.Join(SentinelFaults, " or ")))
 		case contains(BrokerFaults, kind) && c.KafkaBrokers < minReplicatedBrokers:
 			problems = append(problems, errors.Newf("fault %q needs a replicated Kafka (--kafka-brokers %d)", kind, minReplicatedBrokers))
 		case !contains(known, kind):
@@ -111,9 +121,19 @@ func lostWritesSummary(lost []LostWrites) string {
 	return b.String()
 }
 
-// startRedisStore starts the run's Redis: a redis-server, or with
-// RedisCluster a Redis Cluster, and returns what stops it.
+// startRedisStore starts the run's Redis: a redis-server, with
+// RedisCluster a Redis Cluster, or with RedisSentinel a Sentinel set-up,
+// and returns what stops it.
 func (r *run) startRedisStore(ctx context.Context, dir string) (func(), error) {
+	if r.cfg.RedisSentinel {
+		sentinel, err := startRedisSentinel(ctx, r.cfg.RedisServer, dir)
+		if err != nil {
+			return nil, err
+		}
+		r.sentinel = sentinel
+		r.logf("Redis Sentinel set-up of a master, a replica and 3 sentinels up: %s", sentinel.url())
+		return sentinel.stop, nil
+	}
 	if r.cfg.RedisCluster {
 		cluster, err := startRedisCluster(ctx, r.cfg.RedisServer, dir)
 		if err != nil {
@@ -138,6 +158,9 @@ func (r *run) redisArgs() []string {
 	if r.cluster != nil {
 		return []string{"--redis", r.cluster.url(), "--redis-mode", string(redisclient.ModeCluster)}
 	}
+	if r.sentinel != nil {
+		return []string{"--redis", r.sentinel.url(), "--redis-mode", string(redisclient.ModeSentinel)}
+	}
 	return []string{"--redis", r.redis.url()}
 }
 
@@ -145,6 +168,9 @@ func (r *run) redisArgs() []string {
 func (r *run) redisClient() (redis.UniversalClient, error) {
 	if r.cluster != nil {
 		return redisclient.Config{URL: r.cluster.url(), Mode: redisclient.ModeCluster}.NewUniversalClient()
+	}
+	if r.sentinel != nil {
+		return redisclient.Config{URL: r.sentinel.url(), Mode: redisclient.ModeSentinel}.NewUniversalClient()
 	}
 	return redisclient.Config{URL: r.redis.url()}.NewUniversalClient()
 }
