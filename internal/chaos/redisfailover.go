@@ -79,6 +79,34 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 		return
 	}
 	s := shards[r.rng.Intn(len(shards))]
+	r.failOver(ctx, kind, s, handOver{
+		how: "CLUSTER FAILOVER",
+		handOver: func(ctx context.Context) error {
+			client := s.replica.client()
+			defer client.Close()
+			if err := client.ClusterFailover(ctx).Err(); err != nil {
+				return errors.Wrapf(err, "CLUSTER FAILOVER on %s", s.replica.addr())
+			}
+			return awaitRole(ctx, s.replica, "master", 30*time.Second)
+		},
+		awaitHealthy: r.cluster.awaitHealthy,
+	})
+}
+
+// handOver is how failOver hands a master over to its replica, which
+// differs between a Redis Cluster and Sentinels.
+type handOver struct {
+	// how names the hand-over, for the fault log.
+	how string
+	// handOver returns once the replica is the master, with every write.
+	handOver func(context.Context) error
+	// awaitHealthy waits until the topology is whole again.
+	awaitHealthy func(context.Context, time.Duration) error
+}
+
+// failOver hands s's master over to its replica without losing a write,
+// if the master holds keys of the run, and logs whether a worker stopped.
+func (r *run) failOver(ctx context.Context, kind string, s shard, how handOver) {
 	keys, err := dbSize(ctx, s.master)
 	if err != nil || keys == 0 {
 		r.logf("skipping %s: master %s holds no keys (%v)", kind, s.master.addr(), err)
@@ -86,19 +114,12 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 	}
 	marks := r.logMarks()
 	began := time.Now()
-	client := s.replica.client()
-	err = client.ClusterFailover(ctx).Err()
-	client.Close()
-	if err != nil {
-		r.logf("CLUSTER FAILOVER on %s failed: %v", s.replica.addr(), err)
-		return
-	}
-	if err := awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
+	if err := how.handOver(ctx); err != nil {
 		r.logf("%s: %v", kind, err)
 		return
 	}
 	promoted := time.Since(began)
-	if err := r.cluster.awaitHealthy(ctx, time.Minute); err != nil {
+	if err := how.awaitHealthy(ctx, time.Minute); err != nil {
 		r.logf("%s: %v", kind, err)
 		return
 	}
@@ -107,8 +128,8 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 	if name := r.loggedSince(marks, rebuildGuidance); name != "" {
 		stopped = "but " + name + " stopped deciding with the rebuild guidance"
 	}
-	r.record(kind, "CLUSTER FAILOVER: replica %s took over from master %s (%d keys) in %s, replication offset %d, nothing lost; the old master is its replica now; %s",
-		s.replica.addr(), s.master.addr(), keys, promoted.Round(time.Millisecond), offset, stopped)
+	r.record(kind, "%s: replica %s took over from master %s (%d keys) in %s, replication offset %d, nothing lost; the old master is its replica now; %s",
+		how.how, s.replica.addr(), s.master.addr(), keys, promoted.Round(time.Millisecond), offset, stopped)
 }
 
 // killRedisMaster injects FaultRedisMasterKill: a master dies with writes

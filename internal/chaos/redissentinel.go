@@ -267,64 +267,45 @@ func (r *run) failoverSentinel(ctx context.Context, kind string) {
 		r.logf("skipping %s: %v", kind, err)
 		return
 	}
-	keys, err := dbSize(ctx, s.master)
-	if err != nil || keys == 0 {
-		r.logf("skipping %s: master %s holds no keys (%v)", kind, s.master.addr(), err)
-		return
-	}
-	marks := r.logMarks()
-	began := time.Now()
-	offset, err := r.switchover(ctx, s)
-	if err != nil {
-		r.logf("%s: %v", kind, err)
-		return
-	}
-	promoted := time.Since(began)
-	if err := r.sentinel.awaitHealthy(ctx, time.Minute); err != nil {
-		r.logf("%s: %v", kind, err)
-		return
-	}
-	stopped := "no worker stopped deciding"
-	if name := r.loggedSince(marks, rebuildGuidance); name != "" {
-		stopped = "but " + name + " stopped deciding with the rebuild guidance"
-	}
-	r.record(kind, "SENTINEL FAILOVER: replica %s took over from master %s (%d keys) in %s with the master's writes paused, replication offset %d, nothing lost; the old master is its replica now; %s",
-		s.replica.addr(), s.master.addr(), keys, promoted.Round(time.Millisecond), offset, stopped)
+	r.failOver(ctx, kind, s, handOver{
+		how:          "SENTINEL FAILOVER with the master's writes paused",
+		handOver:     func(ctx context.Context) error { return r.sentinel.switchover(ctx, s) },
+		awaitHealthy: r.sentinel.awaitHealthy,
+	})
 }
 
-// switchover pauses s's master's writes, waits until its replica has
+// switchover pauses pair's master's writes, waits until its replica has
 // them, has the sentinels promote it, makes the old master its replica and
-// resumes the old master's clients. It returns the replication offset of
-// the switch.
-func (r *run) switchover(ctx context.Context, s shard) (int64, error) {
-	master := s.master.client()
+// resumes the old master's clients.
+func (s *redisSentinel) switchover(ctx context.Context, pair shard) error {
+	master := pair.master.client()
 	defer master.Close()
 	if err := master.Do(ctx, "CLIENT", "PAUSE", "30000", "WRITE").Err(); err != nil {
-		return 0, errors.Wrapf(err, "pause the writes of %s", s.master.addr())
+		return errors.Wrapf(err, "pause the writes of %s", pair.master.addr())
 	}
 	// Resumed whatever happens: a paused master would stall the run.
 	defer master.Do(context.WithoutCancel(ctx), "CLIENT", "UNPAUSE")
-	offset, err := replicationInfo(ctx, s.master, "master_repl_offset")
+	offset, err := replicationInfo(ctx, pair.master, "master_repl_offset")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	err = awaitState(ctx, 10*time.Second, "the replica has every write of the paused master", func(ctx context.Context) error {
-		replicated, err := replicationInfo(ctx, s.replica, "slave_repl_offset")
+		replicated, err := replicationInfo(ctx, pair.replica, "slave_repl_offset")
 		if err == nil && replicated < offset {
-			err = errors.Newf("replica %s is at offset %d, its master at %d", s.replica.addr(), replicated, offset)
+			err = errors.Newf("replica %s is at offset %d, its master at %d", pair.replica.addr(), replicated, offset)
 		}
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if err := r.sentinel.promote(ctx, s.replica); err != nil {
-		return 0, err
+	if err := s.promote(ctx, pair.replica); err != nil {
+		return err
 	}
-	if err := master.Do(ctx, "REPLICAOF", "127.0.0.1", s.replica.port).Err(); err != nil {
-		return 0, errors.Wrapf(err, "make %s a replica of %s", s.master.addr(), s.replica.addr())
+	if err := master.Do(ctx, "REPLICAOF", "127.0.0.1", pair.replica.port).Err(); err != nil {
+		return errors.Wrapf(err, "make %s a replica of %s", pair.master.addr(), pair.replica.addr())
 	}
-	return offset, nil
+	return nil
 }
 
 // killSentinelMaster injects FaultSentinelMasterKill: as
