@@ -227,6 +227,10 @@ func (r *run) killMaster(ctx context.Context, kind string, s shard, how masterKi
 		rebuilt.Round(100*time.Millisecond), lastLine(out), rejoined, loss.RecoveredIn.Round(100*time.Millisecond))
 }
 
+// minLostBytes is the least replication stream a killed master must have
+// taken that its replica never got: some dozens of compare-and-sets.
+const minLostBytes = 16 << 10
+
 // lostWrites is what loseWrites did.
 type lostWrites struct {
 	marks                       map[string]int64
@@ -253,18 +257,20 @@ func (r *run) loseWrites(ctx context.Context, s shard, promote func(context.Cont
 	if err != nil {
 		return lost, err
 	}
-	// At least 3 s of the workers' writes, and some writes at all.
+	// At least 3 s of the workers' writes, and enough of them to hold
+	// decisions (a few hundred bytes can be a watermark alone, whose loss
+	// nobody can see).
 	began := time.Now()
 	for {
 		offset, err := replicationInfo(ctx, s.master, "master_repl_offset")
 		if err != nil {
 			return lost, err
 		}
-		if offset > cut && time.Since(began) >= 3*time.Second {
+		if offset-cut >= minLostBytes && time.Since(began) >= 3*time.Second {
 			break
 		}
 		if time.Since(began) > 30*time.Second {
-			return lost, errors.Newf("master %s took no writes in 30s", s.master.addr())
+			return lost, errors.Newf("master %s took %d bytes of writes in 30s, fewer than %d", s.master.addr(), offset-cut, minLostBytes)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
