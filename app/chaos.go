@@ -49,6 +49,7 @@ func (c *cli) chaosCommand() *cobra.Command {
 	fs.StringSliceVar(&cfg.Faults, "faults", nil, "fault kinds to inject, comma-separated, e.g. broker-kill,kill,stall (default: every kind of the run's Redis and Kafka)")
 	fs.StringVar(&cfg.Dir, "dir", "", "folder for the run's logs (default: a temporary one, removed after a clean run)")
 	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "run on a Redis Cluster of the run's own (3 masters, 3 replicas) with the faults redis-failover and redis-master-kill instead of redis-restart and redis-rollback")
+	fs.BoolVar(&cfg.RedisSentinel, "redis-sentinel", false, "run on a Sentinel set-up of the run's own (a master, a replica, 3 sentinels) with the faults sentinel-failover and sentinel-master-kill instead of redis-restart and redis-rollback; not with --redis-cluster")
 	return cmd
 }
 

@@ -23,6 +23,19 @@ import (
 //
 //	go test -tags arbiter_faults -race -count=1 -run TestChaosRedisClusterFailovers ./app/
 func TestChaosRedisClusterFailovers(t *testing.T) {
+	runFailoverRound(t, "arbiter-chaos-cluster-", chaos.Config{
+		RedisCluster: true,
+		Faults:       []string{chaos.FaultRedisMasterKill, chaos.FaultRedisFailover, chaos.FaultKill, chaos.FaultStall},
+	}, chaos.ClusterFaults)
+}
+
+// runFailoverRound runs a 60 s chaos round of cfg's Redis topology and
+// faults on the test stack's Kafka and asserts: no anomaly, each of the
+// failover kinds injected, and every fault that lost writes lost some and
+// was caught by a worker. Failed runs' logs move to a folder named after
+// keepPrefix.
+func runFailoverRound(t *testing.T, keepPrefix string, cfg chaos.Config, failoverKinds []string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("a chaos round of minutes")
 	}
@@ -32,24 +45,20 @@ func TestChaosRedisClusterFailovers(t *testing.T) {
 		}
 		t.Skipf("redis-server is not installed: %v", err)
 	}
-	brokers := testenv.Brokers(t)
 	dir := filepath.Join(t.TempDir(), "chaos")
 	var out strings.Builder
-	result, err := chaos.Run(context.Background(), chaos.Config{
-		Brokers:        brokers,
-		Binary:         arbiterBinary,
-		RedisCluster:   true,
-		Faults:         []string{chaos.FaultRedisMasterKill, chaos.FaultRedisFailover, chaos.FaultKill, chaos.FaultStall},
-		Duration:       60 * time.Second,
-		FaultInterval:  5 * time.Second,
-		Rate:           150,
-		Aggregates:     200,
-		Workers:        2,
-		Partitions:     6,
-		QuiesceTimeout: 3 * time.Minute,
-		Dir:            dir,
-		Out:            &out,
-	})
+	cfg.Brokers = testenv.Brokers(t)
+	cfg.Binary = arbiterBinary
+	cfg.Duration = 60 * time.Second
+	cfg.FaultInterval = 5 * time.Second
+	cfg.Rate = 150
+	cfg.Aggregates = 200
+	cfg.Workers = 2
+	cfg.Partitions = 6
+	cfg.QuiesceTimeout = 3 * time.Minute
+	cfg.Dir = dir
+	cfg.Out = &out
+	result, err := chaos.Run(context.Background(), cfg)
 	t.Logf("chaos log:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("chaos run: %v", err)
@@ -58,7 +67,7 @@ func TestChaosRedisClusterFailovers(t *testing.T) {
 	if !result.OK() {
 		t.Errorf("the history has anomalies (seed %d)", result.Seed)
 	}
-	for _, kind := range []string{chaos.FaultRedisFailover, chaos.FaultRedisMasterKill} {
+	for _, kind := range failoverKinds {
 		if result.Faults[kind] == 0 {
 			t.Errorf("no %s was injected (seed %d)", kind, result.Seed)
 		}
@@ -76,7 +85,7 @@ func TestChaosRedisClusterFailovers(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("the run's logs stay in %s", dir)
-		keep, err := os.MkdirTemp("", "arbiter-chaos-cluster-")
+		keep, err := os.MkdirTemp("", keepPrefix)
 		if err == nil && os.Rename(dir, keep) == nil {
 			t.Logf("moved them to %s", keep)
 		}

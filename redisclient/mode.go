@@ -129,7 +129,11 @@ func (c Config) ClusterOptions() (*redis.ClusterOptions, error) {
 const ClusterStateReloadInterval = 3 * time.Second
 
 // FailoverOptions returns the go-redis options of a client of the master
-// the sentinels name (Mode must be ModeSentinel).
+// the sentinels name (Mode must be ModeSentinel). Unlike a cluster client
+// (ClusterStateReloadInterval) it needs no setting to find a new master
+// quickly: go-redis asks a sentinel for the master's address on every new
+// connection, and on the sentinels' +switch-master message closes the
+// connections to any other address.
 func (c Config) FailoverOptions() (*redis.FailoverOptions, error) {
 	if c.Mode != ModeSentinel {
 		return nil, errors.Newf("redis client configuration: FailoverOptions of mode %q", string(c.Mode))

@@ -8,7 +8,10 @@
 # Kafka, TestChaosRedisClusterFailovers and an `arbiter chaos --redis-cluster`
 # round (a Redis Cluster of the run's own, 3 masters + 3 replicas) with
 # graceful CLUSTER FAILOVERs and killed masters whose promoted replica lost
-# writes (detected, rebuilt, resumed), worker kills and stalls; and stops
+# writes (detected, rebuilt, resumed), worker kills and stalls; then
+# TestChaosRedisSentinelFailovers and an `arbiter chaos --redis-sentinel`
+# round (a master, a replica and 3 sentinels of the run's own) with graceful
+# SENTINEL FAILOVERs and killed masters that lost writes; and stops
 # everything it started however the run ends. Exits non-zero on any anomaly
 # in a history, a broker that did not come back, a lost write not detected,
 # or a process left running.
@@ -20,6 +23,7 @@
 #   ARBITER_CLUSTER_CHAOS_DURATION     production time of the chaos round (100s)
 #   ARBITER_CLUSTER_CHAOS_FAULTS       its fault kinds (broker-kill,broker-restart,kill,stall)
 #   ARBITER_REDIS_CLUSTER_CHAOS_DURATION  production time of the Redis Cluster round (100s)
+#   ARBITER_REDIS_SENTINEL_CHAOS_DURATION production time of the Sentinel round (60s)
 #   ARBITER_CLUSTER_ROUNDS             "all" (default), or "tests": only TestBrokerKillRound and
 #                                      TestChaosRedisClusterFailovers, the short round make test runs
 #   ARBITER_CHAOS_SEED                 its seed (the current time)
@@ -37,6 +41,7 @@ export ARBITER_STACK_DIR="$STATE"
 BIN="$STATE/bin/arbiter"
 RUN_DIR="$STATE/cluster-chaos"
 REDIS_RUN_DIR="$STATE/redis-cluster-chaos"
+SENTINEL_RUN_DIR="$STATE/redis-sentinel-chaos"
 mkdir -p "$STATE/bin"
 
 stop_all() {
@@ -45,10 +50,10 @@ stop_all() {
   # Nothing this run started may outlive it: the brokers, the workers and
   # redis-servers of the chaos round and of the test.
   local leftovers pid
-  leftovers="$(pgrep -af "kafka.Kafka $STATE/kafka-cluster/|$BIN |/TestBrokerKillRound[^ ]*/arbiter |/TestChaosRedisClusterFailovers[^ ]*/arbiter " || true)"
+  leftovers="$(pgrep -af "kafka.Kafka $STATE/kafka-cluster/|$BIN |/TestBrokerKillRound[^ ]*/arbiter |/TestChaosRedisClusterFailovers[^ ]*/arbiter |/TestChaosRedisSentinelFailovers[^ ]*/arbiter " || true)"
   for pid in $(pgrep -x redis-server || true); do
     case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
-      "$RUN_DIR"/* | "$REDIS_RUN_DIR"/* | /tmp/TestBrokerKillRound* | /tmp/TestChaosRedisClusterFailovers*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
+      "$RUN_DIR"/* | "$REDIS_RUN_DIR"/* | "$SENTINEL_RUN_DIR"/* | /tmp/TestBrokerKillRound* | /tmp/TestChaosRedisClusterFailovers* | /tmp/TestChaosRedisSentinelFailovers*) leftovers+=$'\n'"$(tr '\0' ' ' <"/proc/$pid/cmdline") (cwd $(readlink "/proc/$pid/cwd"))" ;;
     esac
   done
   if [[ -n ${leftovers//[$'\n ']/} ]]; then
@@ -104,6 +109,24 @@ if [[ $rounds == all ]]; then
     rm -rf "$REDIS_RUN_DIR"
   else
     failed+=("chaos --redis-cluster (seed $seed, logs in $REDIS_RUN_DIR)")
+  fi
+fi
+
+if [[ $rounds == all ]]; then
+  echo "test-cluster: go test -tags arbiter_faults -run TestChaosRedisSentinelFailovers ./app/ (on the three-broker Kafka)"
+  ARBITER_TEST_KAFKA_BROKERS="$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" \
+    go test -tags arbiter_faults -race -count=1 -timeout 10m -run 'TestChaosRedisSentinelFailovers$' ./app/ ||
+    failed+=(TestChaosRedisSentinelFailovers)
+
+  rm -rf "$SENTINEL_RUN_DIR"
+  echo "test-cluster: arbiter chaos --redis-sentinel (seed $seed)"
+  if "$BIN" chaos --brokers "$ARBITER_TEST_KAFKA_CLUSTER_BROKERS" --kafka-brokers 3 \
+    --kafka-cluster-cmd scripts/kafka-cluster.sh --redis-sentinel \
+    --faults sentinel-failover,sentinel-master-kill,kill,stall --fault-interval 8s \
+    --duration "${ARBITER_REDIS_SENTINEL_CHAOS_DURATION:-60s}" --seed "$seed" --dir "$SENTINEL_RUN_DIR"; then
+    rm -rf "$SENTINEL_RUN_DIR"
+  else
+    failed+=("chaos --redis-sentinel (seed $seed, logs in $SENTINEL_RUN_DIR)")
   fi
 fi
 

@@ -57,6 +57,12 @@ const (
 	// promoted without its last writes (see killRedisMaster).
 	FaultRedisFailover   = "redis-failover"
 	FaultRedisMasterKill = "redis-master-kill"
+	// FaultSentinelFailover and FaultSentinelMasterKill need
+	// RedisSentinel: a graceful SENTINEL FAILOVER (see failoverSentinel),
+	// and a killed master whose replica the sentinels promote without its
+	// last writes (see killSentinelMaster).
+	FaultSentinelFailover   = "sentinel-failover"
+	FaultSentinelMasterKill = "sentinel-master-kill"
 )
 
 // AllFaults lists every fault kind.
@@ -118,9 +124,14 @@ type Config struct {
 	// RedisCluster runs the workers on a Redis Cluster of the run's own
 	// (3 masters, 3 replicas) instead of one redis-server.
 	RedisCluster bool
+	// RedisSentinel runs the workers on a Sentinel set-up of the run's own
+	// (a master, a replica, 3 sentinels) instead of one redis-server; not
+	// together with RedisCluster.
+	RedisSentinel bool
 	// Faults are the fault kinds injected. default: AllFaults, with
-	// ClusterFaults in place of the single redis-server's redis-restart
-	// and redis-rollback when RedisCluster is set, and BrokerFaults in
+	// ClusterFaults (SentinelFaults) in place of the single redis-server's
+	// redis-restart and redis-rollback when RedisCluster (RedisSentinel) is
+	// set, and BrokerFaults in
 	// place of kafka-restart on a replicated Kafka
 	Faults []string
 }
@@ -236,6 +247,7 @@ type run struct {
 	topics    [3]string
 	redis     *redisServer
 	cluster   *redisCluster
+	sentinel  *redisSentinel
 	mu        sync.Mutex
 	workers   []*process
 	started   int
@@ -624,6 +636,10 @@ func (r *run) inject(ctx context.Context, kind string) {
 		r.failoverRedis(ctx, kind)
 	case FaultRedisMasterKill:
 		r.killRedisMaster(ctx, kind)
+	case FaultSentinelFailover:
+		r.failoverSentinel(ctx, kind)
+	case FaultSentinelMasterKill:
+		r.killSentinelMaster(ctx, kind)
 	case FaultScaleUp:
 		if w, err := r.startWorker(nil); err == nil {
 			r.record(kind, "started %s (pid %d)", w.name, w.pid())

@@ -27,7 +27,7 @@ func (c *Config) defaultFaults() []string {
 	var kinds []string
 	for _, kind := range AllFaults {
 		switch {
-		case c.RedisCluster && (kind == FaultRedisRestart || kind == FaultRedisRollback):
+		case (c.RedisCluster || c.RedisSentinel) && (kind == FaultRedisRestart || kind == FaultRedisRollback):
 		case c.KafkaBrokers >= minReplicatedBrokers && kind == FaultKafkaRestart:
 		default:
 			kinds = append(kinds, kind)
@@ -36,30 +36,40 @@ func (c *Config) defaultFaults() []string {
 	if c.RedisCluster {
 		kinds = append(kinds, ClusterFaults...)
 	}
+	if c.RedisSentinel {
+		kinds = append(kinds, SentinelFaults...)
+	}
 	if c.KafkaBrokers >= minReplicatedBrokers {
 		kinds = append(kinds, BrokerFaults...)
 	}
 	return kinds
 }
 
-// checkFaults checks the Kafka's size, sets the default fault kinds and
-// refuses unknown ones and those of another Redis or Kafka topology, all at
-// once.
+// checkFaults checks the Kafka's size and that the run has one Redis
+// topology, sets the default fault kinds and refuses unknown ones and those
+// of another Redis or Kafka topology, all at once.
 func (c *Config) checkFaults() error {
 	var problems []error
 	if c.KafkaBrokers < 0 || c.KafkaBrokers == 2 {
 		problems = append(problems, errors.Newf("--kafka-brokers %d: the run takes one broker or a replicated Kafka of %d or more", c.KafkaBrokers, minReplicatedBrokers))
 	}
+	if c.RedisCluster && c.RedisSentinel {
+		problems = append(problems, errors.New("--redis-cluster and --redis-sentinel: the run has one Redis topology, pick one"))
+	}
 	if len(c.Faults) == 0 {
 		c.Faults = c.defaultFaults()
 	}
-	known := append(append(append([]string(nil), AllFaults...), ClusterFaults...), BrokerFaults...)
+	known := append(append(append(append([]string(nil), AllFaults...), ClusterFaults...), SentinelFaults...), BrokerFaults...)
 	for _, kind := range c.Faults {
 		switch {
 		case contains(ClusterFaults, kind) && !c.RedisCluster:
 			problems = append(problems, errors.Newf("fault %q needs a Redis Cluster (--redis-cluster)", kind))
+		case contains(SentinelFaults, kind) && !c.RedisSentinel:
+			problems = append(problems, errors.Newf("fault %q needs a Sentinel set-up (--redis-sentinel)", kind))
 		case (kind == FaultRedisRestart || kind == FaultRedisRollback) && c.RedisCluster:
 			problems = append(problems, errors.Newf("fault %q needs the single redis-server: with --redis-cluster use %s", kind, strings.Join(ClusterFaults, " or ")))
+		case (kind == FaultRedisRestart || kind == FaultRedisRollback) && c.RedisSentinel:
+			problems = append(problems, errors.Newf("fault %q needs the single redis-server: with --redis-sentinel use %s", kind, strings.Join(SentinelFaults, " or ")))
 		case contains(BrokerFaults, kind) && c.KafkaBrokers < minReplicatedBrokers:
 			problems = append(problems, errors.Newf("fault %q needs a replicated Kafka (--kafka-brokers %d)", kind, minReplicatedBrokers))
 		case !contains(known, kind):
@@ -111,9 +121,19 @@ func lostWritesSummary(lost []LostWrites) string {
 	return b.String()
 }
 
-// startRedisStore starts the run's Redis: a redis-server, or with
-// RedisCluster a Redis Cluster, and returns what stops it.
+// startRedisStore starts the run's Redis: a redis-server, with
+// RedisCluster a Redis Cluster, or with RedisSentinel a Sentinel set-up,
+// and returns what stops it.
 func (r *run) startRedisStore(ctx context.Context, dir string) (func(), error) {
+	if r.cfg.RedisSentinel {
+		sentinel, err := startRedisSentinel(ctx, r.cfg.RedisServer, dir)
+		if err != nil {
+			return nil, err
+		}
+		r.sentinel = sentinel
+		r.logf("Redis Sentinel set-up of a master, a replica and 3 sentinels up: %s", sentinel.url())
+		return sentinel.stop, nil
+	}
 	if r.cfg.RedisCluster {
 		cluster, err := startRedisCluster(ctx, r.cfg.RedisServer, dir)
 		if err != nil {
@@ -138,6 +158,9 @@ func (r *run) redisArgs() []string {
 	if r.cluster != nil {
 		return []string{"--redis", r.cluster.url(), "--redis-mode", string(redisclient.ModeCluster)}
 	}
+	if r.sentinel != nil {
+		return []string{"--redis", r.sentinel.url(), "--redis-mode", string(redisclient.ModeSentinel)}
+	}
 	return []string{"--redis", r.redis.url()}
 }
 
@@ -145,6 +168,9 @@ func (r *run) redisArgs() []string {
 func (r *run) redisClient() (redis.UniversalClient, error) {
 	if r.cluster != nil {
 		return redisclient.Config{URL: r.cluster.url(), Mode: redisclient.ModeCluster}.NewUniversalClient()
+	}
+	if r.sentinel != nil {
+		return redisclient.Config{URL: r.sentinel.url(), Mode: redisclient.ModeSentinel}.NewUniversalClient()
 	}
 	return redisclient.Config{URL: r.redis.url()}.NewUniversalClient()
 }
@@ -202,16 +228,23 @@ func startRedisCluster(ctx context.Context, binary, dir string) (*redisCluster, 
 	return c, nil
 }
 
-// startNode starts a node's redis-server and waits until it answers PING.
+// startNode starts a node's redis-server in cluster mode and waits until
+// it answers PING.
 func (c *redisCluster) startNode(ctx context.Context, node *clusterNode) error {
-	if err := os.MkdirAll(node.dir, 0o755); err != nil {
-		return errors.Wrapf(err, "create the folder of %s", node.name)
-	}
-	proc, err := startProcess(node.name, filepath.Join(node.dir, "redis.log"), nil, c.binary,
+	return startRedisNode(ctx, c.binary, node,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(node.port), "--dir", node.dir,
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", strconv.Itoa(node.busPort),
 		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "")
+}
+
+// startRedisNode starts a redis-server (or a sentinel) of the run with
+// args in node.dir and waits until it answers PING.
+func startRedisNode(ctx context.Context, binary string, node *clusterNode, args ...string) error {
+	if err := os.MkdirAll(node.dir, 0o755); err != nil {
+		return errors.Wrapf(err, "create the folder of %s", node.name)
+	}
+	proc, err := startProcess(node.name, filepath.Join(node.dir, "redis.log"), nil, binary, args...)
 	if err != nil {
 		return errors.Wrap(err, "start redis-server (install it: apt-get install redis-server)")
 	}
@@ -252,7 +285,7 @@ func (c *redisCluster) create(ctx context.Context) error {
 		}
 		ids[i] = id
 	}
-	err := c.await(ctx, 60*time.Second, "every node knows the others", func(ctx context.Context) error {
+	err := awaitState(ctx, 60*time.Second, "every node knows the others", func(ctx context.Context) error {
 		for _, node := range c.nodes {
 			views, err := c.view(ctx, node)
 			if err != nil {
@@ -418,7 +451,7 @@ func (c *redisCluster) shards(ctx context.Context) ([]shard, error) {
 // awaitHealthy waits until every live node reports cluster_state:ok and
 // they agree on three masters with a linked replica each.
 func (c *redisCluster) awaitHealthy(ctx context.Context, timeout time.Duration) error {
-	return c.await(ctx, timeout, "three masters with a linked replica each, cluster_state:ok everywhere", func(ctx context.Context) error {
+	return awaitState(ctx, timeout, "three masters with a linked replica each, cluster_state:ok everywhere", func(ctx context.Context) error {
 		for _, node := range c.nodes {
 			client := node.client()
 			info, err := client.ClusterInfo(ctx).Result()
@@ -435,8 +468,8 @@ func (c *redisCluster) awaitHealthy(ctx context.Context, timeout time.Duration) 
 	})
 }
 
-// await polls check until it succeeds or timeout passes.
-func (c *redisCluster) await(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
+// awaitState polls check until it succeeds or timeout passes.
+func awaitState(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check(ctx)
@@ -444,7 +477,7 @@ func (c *redisCluster) await(ctx context.Context, timeout time.Duration, what st
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.Wrapf(err, "the Redis Cluster did not reach %q in %s", what, timeout)
+			return errors.Wrapf(err, "the run's Redis did not reach %q in %s", what, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -467,8 +500,8 @@ func replicationInfo(ctx context.Context, node *clusterNode, field string) (int6
 }
 
 // awaitRole waits until node reports role (ROLE's first element).
-func (c *redisCluster) awaitRole(ctx context.Context, node *clusterNode, role string, timeout time.Duration) error {
-	return c.await(ctx, timeout, node.addr()+" is a "+role, func(ctx context.Context) error {
+func awaitRole(ctx context.Context, node *clusterNode, role string, timeout time.Duration) error {
+	return awaitState(ctx, timeout, node.addr()+" is a "+role, func(ctx context.Context) error {
 		client := node.client()
 		defer client.Close()
 		reply, err := client.Do(ctx, "ROLE").Slice()

@@ -9,6 +9,7 @@ func TestCheckFaults(t *testing.T) {
 	tests := []struct {
 		name         string
 		cluster      bool
+		sentinel     bool
 		brokers      int
 		faults       []string
 		want         []string // the faults after the check; nil: not checked
@@ -23,6 +24,18 @@ func TestCheckFaults(t *testing.T) {
 			wantProblems: []string{`fault "redis-failover" needs a Redis Cluster`}},
 		{name: "single-server faults on a cluster", cluster: true, faults: []string{FaultRedisRollback, FaultRedisRestart},
 			wantProblems: []string{`fault "redis-rollback" needs the single redis-server`, `fault "redis-restart" needs the single redis-server`}},
+		{name: "the Sentinel set-up's default", sentinel: true,
+			want: []string{FaultKill, FaultKillInGap, FaultStall, FaultKafkaRestart, FaultScaleUp, FaultScaleDown, FaultSentinelFailover, FaultSentinelMasterKill}},
+		{name: "sentinel faults on a Sentinel set-up", sentinel: true, faults: []string{FaultSentinelMasterKill, FaultSentinelFailover, FaultKill},
+			want: []string{FaultSentinelMasterKill, FaultSentinelFailover, FaultKill}},
+		{name: "sentinel faults without a Sentinel set-up", cluster: true, faults: []string{FaultSentinelFailover, FaultRedisFailover},
+			wantProblems: []string{`fault "sentinel-failover" needs a Sentinel set-up`}},
+		{name: "single-server and cluster faults on a Sentinel set-up", sentinel: true, faults: []string{FaultRedisRollback, FaultRedisMasterKill},
+			wantProblems: []string{`fault "redis-rollback" needs the single redis-server: with --redis-sentinel`, `fault "redis-master-kill" needs a Redis Cluster`}},
+		{name: "cluster and sentinel at once", cluster: true, sentinel: true, faults: []string{FaultKill},
+			wantProblems: []string{"--redis-cluster and --redis-sentinel"}},
+		{name: "a Sentinel set-up and a replicated Kafka's default", sentinel: true, brokers: 3,
+			want: []string{FaultKill, FaultKillInGap, FaultStall, FaultScaleUp, FaultScaleDown, FaultSentinelFailover, FaultSentinelMasterKill, FaultBrokerKill, FaultBrokerRestart}},
 		{name: "a replicated Kafka's default", brokers: 3,
 			want: []string{FaultKill, FaultKillInGap, FaultStall, FaultRedisRestart, FaultRedisRollback, FaultScaleUp, FaultScaleDown, FaultBrokerKill, FaultBrokerRestart}},
 		{name: "both clusters' default", cluster: true, brokers: 3,
@@ -36,7 +49,7 @@ func TestCheckFaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{RedisCluster: tt.cluster, KafkaBrokers: tt.brokers, Faults: tt.faults}
+			cfg := Config{RedisCluster: tt.cluster, RedisSentinel: tt.sentinel, KafkaBrokers: tt.brokers, Faults: tt.faults}
 			err := cfg.checkFaults()
 			if len(tt.wantProblems) == 0 {
 				if err != nil {
@@ -48,7 +61,7 @@ func TestCheckFaults(t *testing.T) {
 				return
 			}
 			if err == nil {
-				t.Fatalf("checkFaults accepted %v (cluster %v)", tt.faults, tt.cluster)
+				t.Fatalf("checkFaults accepted %v (cluster %v, sentinel %v)", tt.faults, tt.cluster, tt.sentinel)
 			}
 			for _, problem := range tt.wantProblems {
 				if !strings.Contains(err.Error(), problem) {

@@ -79,6 +79,34 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 		return
 	}
 	s := shards[r.rng.Intn(len(shards))]
+	r.failOver(ctx, kind, s, handOver{
+		how: "CLUSTER FAILOVER",
+		handOver: func(ctx context.Context) error {
+			client := s.replica.client()
+			defer client.Close()
+			if err := client.ClusterFailover(ctx).Err(); err != nil {
+				return errors.Wrapf(err, "CLUSTER FAILOVER on %s", s.replica.addr())
+			}
+			return awaitRole(ctx, s.replica, "master", 30*time.Second)
+		},
+		awaitHealthy: r.cluster.awaitHealthy,
+	})
+}
+
+// handOver is how failOver hands a master over to its replica, which
+// differs between a Redis Cluster and Sentinels.
+type handOver struct {
+	// how names the hand-over, for the fault log.
+	how string
+	// handOver returns once the replica is the master, with every write.
+	handOver func(context.Context) error
+	// awaitHealthy waits until the topology is whole again.
+	awaitHealthy func(context.Context, time.Duration) error
+}
+
+// failOver hands s's master over to its replica without losing a write,
+// if the master holds keys of the run, and logs whether a worker stopped.
+func (r *run) failOver(ctx context.Context, kind string, s shard, how handOver) {
 	keys, err := dbSize(ctx, s.master)
 	if err != nil || keys == 0 {
 		r.logf("skipping %s: master %s holds no keys (%v)", kind, s.master.addr(), err)
@@ -86,19 +114,12 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 	}
 	marks := r.logMarks()
 	began := time.Now()
-	client := s.replica.client()
-	err = client.ClusterFailover(ctx).Err()
-	client.Close()
-	if err != nil {
-		r.logf("CLUSTER FAILOVER on %s failed: %v", s.replica.addr(), err)
-		return
-	}
-	if err := r.cluster.awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
+	if err := how.handOver(ctx); err != nil {
 		r.logf("%s: %v", kind, err)
 		return
 	}
 	promoted := time.Since(began)
-	if err := r.cluster.awaitHealthy(ctx, time.Minute); err != nil {
+	if err := how.awaitHealthy(ctx, time.Minute); err != nil {
 		r.logf("%s: %v", kind, err)
 		return
 	}
@@ -107,8 +128,8 @@ func (r *run) failoverRedis(ctx context.Context, kind string) {
 	if name := r.loggedSince(marks, rebuildGuidance); name != "" {
 		stopped = "but " + name + " stopped deciding with the rebuild guidance"
 	}
-	r.record(kind, "CLUSTER FAILOVER: replica %s took over from master %s (%d keys) in %s, replication offset %d, nothing lost; the old master is its replica now; %s",
-		s.replica.addr(), s.master.addr(), keys, promoted.Round(time.Millisecond), offset, stopped)
+	r.record(kind, "%s: replica %s took over from master %s (%d keys) in %s, replication offset %d, nothing lost; the old master is its replica now; %s",
+		how.how, s.replica.addr(), s.master.addr(), keys, promoted.Round(time.Millisecond), offset, stopped)
 }
 
 // killRedisMaster injects FaultRedisMasterKill: a master dies with writes
@@ -131,7 +152,42 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 		return
 	}
 	s := shards[r.rng.Intn(len(shards))]
-	lost, err := r.loseWrites(ctx, s)
+	r.killMaster(ctx, kind, s, masterKill{
+		promotion: "CLUSTER FAILOVER TAKEOVER",
+		promote: func(ctx context.Context) error {
+			client := s.replica.client()
+			defer client.Close()
+			if err := client.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
+				return errors.Wrapf(err, "CLUSTER FAILOVER TAKEOVER on %s", s.replica.addr())
+			}
+			return awaitRole(ctx, s.replica, "master", 30*time.Second)
+		},
+		// Before the workers start again: a client that read the slot
+		// map from the node coming back, before it learnt it lost its
+		// slots, would write to it.
+		rejoin: func(ctx context.Context) error { return r.rejoin(ctx, s.master) },
+	})
+}
+
+// masterKill is how killMaster promotes the replica and brings the killed
+// master back, which differs between a Redis Cluster and Sentinels.
+type masterKill struct {
+	// promotion names how the replica is promoted, for the fault log.
+	promotion string
+	// promote makes the continued replica the master and returns once the
+	// clients can find it.
+	promote func(context.Context) error
+	// rejoin starts the killed master again as the new master's replica;
+	// it runs after rebuild-versions, before the workers start again.
+	rejoin func(context.Context) error
+}
+
+// killMaster kills s's master after it took writes its replica never got,
+// has the replica promoted, waits for a worker to report that Redis went
+// back in time, and recovers: the workers stopped, rebuild-versions, the
+// killed node back as a replica; keepWorkers then starts the workers.
+func (r *run) killMaster(ctx context.Context, kind string, s shard, how masterKill) {
+	lost, err := r.loseWrites(ctx, s, how.promote)
 	if err != nil {
 		r.logf("%s: %v", kind, err)
 		return
@@ -155,12 +211,9 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 		return
 	}
 	rebuilt := time.Since(detectedAt)
-	// Before the workers start again: a client that read the slot map
-	// from the node coming back, before it learnt it lost its slots, would
-	// write to it.
 	rejoinBegan := time.Now()
 	var rejoined string
-	if err := r.rejoin(ctx, s.master); err != nil {
+	if err := how.rejoin(ctx); err != nil {
 		rejoined = "the killed node did not come back: " + err.Error()
 	} else {
 		rejoined = fmt.Sprintf("the killed node was back as the new master's replica %s later", time.Since(rejoinBegan).Round(100*time.Millisecond))
@@ -169,10 +222,14 @@ func (r *run) killRedisMaster(ctx context.Context, kind string) {
 	r.mu.Lock()
 	r.lostWrites = append(r.lostWrites, loss)
 	r.mu.Unlock()
-	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with CLUSTER FAILOVER TAKEOVER, lost %d bytes of writes; %s; workers stopped and rebuild-versions done %s after that: %s; %s; the workers start again %s after the detection",
-		s.master.addr(), lost.masterOffset, s.replica.addr(), lost.replicaOffset, loss.LostBytes, detection,
+	r.record(kind, "SIGKILL master %s (replication offset %d) after its replica %s stopped at offset %d: the replica, promoted with %s, lost %d bytes of writes; %s; workers stopped and rebuild-versions done %s after that: %s; %s; the workers start again %s after the detection",
+		s.master.addr(), lost.masterOffset, s.replica.addr(), lost.replicaOffset, how.promotion, loss.LostBytes, detection,
 		rebuilt.Round(100*time.Millisecond), lastLine(out), rejoined, loss.RecoveredIn.Round(100*time.Millisecond))
 }
+
+// minLostBytes is the least replication stream a killed master must have
+// taken that its replica never got: some dozens of compare-and-sets.
+const minLostBytes = 16 << 10
 
 // lostWrites is what loseWrites did.
 type lostWrites struct {
@@ -182,8 +239,9 @@ type lostWrites struct {
 }
 
 // loseWrites stops s's replica, lets its master take writes the replica
-// never gets, kills the master and promotes the replica.
-func (r *run) loseWrites(ctx context.Context, s shard) (lostWrites, error) {
+// never gets, kills the master, continues the replica and has promote
+// promote it.
+func (r *run) loseWrites(ctx context.Context, s shard, promote func(context.Context) error) (lostWrites, error) {
 	var lost lostWrites
 	master := s.master.client()
 	defer master.Close()
@@ -199,18 +257,20 @@ func (r *run) loseWrites(ctx context.Context, s shard) (lostWrites, error) {
 	if err != nil {
 		return lost, err
 	}
-	// At least 3 s of the workers' writes, and some writes at all.
+	// At least 3 s of the workers' writes, and enough of them to hold
+	// decisions (a few hundred bytes can be a watermark alone, whose loss
+	// nobody can see).
 	began := time.Now()
 	for {
 		offset, err := replicationInfo(ctx, s.master, "master_repl_offset")
 		if err != nil {
 			return lost, err
 		}
-		if offset > cut && time.Since(began) >= 3*time.Second {
+		if offset-cut >= minLostBytes && time.Since(began) >= 3*time.Second {
 			break
 		}
 		if time.Since(began) > 30*time.Second {
-			return lost, errors.Newf("master %s took no writes in 30s", s.master.addr())
+			return lost, errors.Newf("master %s took %d bytes of writes in 30s, fewer than %d", s.master.addr(), offset-cut, minLostBytes)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -225,12 +285,7 @@ func (r *run) loseWrites(ctx context.Context, s shard) (lostWrites, error) {
 	s.master.proc.signal(syscall.SIGKILL)
 	s.master.proc.wait(10 * time.Second)
 	s.replica.proc.signal(syscall.SIGCONT)
-	client := s.replica.client()
-	defer client.Close()
-	if err := client.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
-		return lost, errors.Wrapf(err, "CLUSTER FAILOVER TAKEOVER on %s", s.replica.addr())
-	}
-	if err := r.cluster.awaitRole(ctx, s.replica, "master", 30*time.Second); err != nil {
+	if err := promote(ctx); err != nil {
 		return lost, err
 	}
 	lost.promoted = time.Now()
