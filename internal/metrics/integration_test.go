@@ -239,14 +239,21 @@ func TestMetricsAfterAKnownMixOfOutcomes(t *testing.T) {
 			t.Errorf(`arbiter_commands_total{outcome=%q} = %v, want %v`, outcome, got, n)
 		}
 	}
-	if got := value(families, metrics.ReplayedCommandsTotal); got != 0 {
+	// The second session's join can take a partition from the first
+	// during its first transaction, which franz-go then aborts: an
+	// aborted transaction is allowed, and only then a replay.
+	aborted := value(families, metrics.TransactionsTotal, "result", "aborted")
+	if got := value(families, metrics.ReplayedCommandsTotal); got != 0 && aborted == 0 {
 		t.Errorf("replayed %v commands with no aborted transaction", got)
+	}
+	if aborted > 0 {
+		t.Logf("%v transactions aborted by the sessions' rebalance", aborted)
 	}
 	if got := value(families, metrics.TransactionsTotal, "result", "committed"); got < 1 {
 		t.Errorf("no committed transaction counted: %v", got)
 	}
-	if got := value(families, metrics.TransactionsTotal, "result", "aborted") + value(families, metrics.TransactionsTotal, "result", "failed"); got != 0 {
-		t.Errorf("%v transactions not committed, want none", got)
+	if got := value(families, metrics.TransactionsTotal, "result", "failed"); got != 0 {
+		t.Errorf("%v transactions failed, want none", got)
 	}
 	if got := value(families, metrics.BatchRecords); got < 1 {
 		t.Errorf("batch size histogram has %v observations", got)
