@@ -111,11 +111,7 @@ func (c Config) ClusterOptions() (*redis.ClusterOptions, error) {
 	if options.TLSConfig, err = c.nodesTLSConfig(options.TLSConfig); err != nil {
 		return nil, err
 	}
-	options.Username, options.Password = c.Credentials(options.Username, options.Password)
-	options.CredentialsProviderContext = c.passwordFileProvider(options.Username)
-	if options.CredentialsProviderContext != nil {
-		options.Password = ""
-	}
+	options.Username, options.Password, options.CredentialsProviderContext = c.nodeCredentials(options.Username, options.Password)
 	options.ClusterStateReloadInterval = ClusterStateReloadInterval
 	return options, nil
 }
@@ -148,12 +144,21 @@ func (c Config) FailoverOptions() (*redis.FailoverOptions, error) {
 	if options.TLSConfig, err = c.nodesTLSConfig(options.TLSConfig); err != nil {
 		return nil, err
 	}
-	options.Username, options.Password = c.Credentials(options.Username, options.Password)
-	options.CredentialsProviderContext = c.passwordFileProvider(options.Username)
-	if options.CredentialsProviderContext != nil {
-		options.Password = ""
-	}
+	options.Username, options.Password, options.CredentialsProviderContext = c.nodeCredentials(options.Username, options.Password)
 	return options, nil
+}
+
+// nodeCredentials returns the user, the password and the password-file
+// provider of a client of several nodes, from the URL's user and password
+// and the configured ones; with a password file the provider gives the
+// password, read at each connection, and no fixed password is kept.
+func (c Config) nodeCredentials(urlUser, urlPassword string) (string, string, func(context.Context) (string, string, error)) {
+	username, password := c.Credentials(urlUser, urlPassword)
+	provider := c.passwordFileProvider(username)
+	if provider != nil {
+		password = ""
+	}
+	return username, password, provider
 }
 
 // nodesTLSConfig is TLSConfig for a client of several nodes: without
